@@ -1,0 +1,56 @@
+"""Config base classes for component kinds whose stage reads shared parameters.
+
+A pruner's config subclasses :class:`PrunerConfig` (the prune stage reads the
+density from it); an attack's subclasses :class:`AttackConfig` (the attack
+stage reads how many examples to attack and how). Both are keyword-only so
+subclasses may add required fields. No torch import here.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import attrs
+
+from .params import in_range, param, positive
+
+
+@attrs.define(kw_only=True)
+class PrunerConfig:
+    """Parameters every pruner shares: how much to prune, and what that amount means."""
+
+    compression: Optional[float] = param(None, doc="1 / density, > 1 (give this or sparsity)")
+    sparsity: Optional[float] = param(None, doc="fraction of prunable weights removed, in [0, 1) (or compression)")
+    target: str = param("direct", doc="'direct': the mask has this sparsity; 'effective': the mask's "
+                                      "effective sparsity does (needs the sparsity plugin)")
+
+    def __attrs_post_init__(self):
+        if (self.compression is None) == (self.sparsity is None):
+            raise ValueError("give exactly one of 'compression' and 'sparsity'"
+                             f" (got compression={self.compression}, sparsity={self.sparsity})")
+        if self.compression is not None and not self.compression >= 1:
+            raise ValueError(f"'compression' must be >= 1: {self.compression}")
+        if self.sparsity is not None and not 0 <= self.sparsity < 1:
+            raise ValueError(f"'sparsity' must be in [0, 1): {self.sparsity}")
+
+    @property
+    def density(self) -> float:
+        """Fraction of prunable weights kept."""
+        if self.compression is not None:
+            return 1.0 / self.compression
+        return 1.0 - float(self.sparsity)
+
+
+@attrs.define(kw_only=True)
+class AttackConfig:
+    """Parameters the attack stage reads; attacks add their own (eps, steps...)."""
+
+    n_examples: Optional[int] = param(None, doc="attack the first N test examples (default: all)",
+                                      validator=positive)
+    batch_size: int = param(256, doc="examples per attack batch", validator=positive)
+    targeted: bool = param(False, doc="targeted attack towards a random other class (seeded)")
+    draws: int = param(1, doc="for stochastic models: evaluate every example on this many noise draws and "
+                              "report the mean and the worst case over draws", validator=positive)
+
+
+__all__ = ["PrunerConfig", "AttackConfig", "in_range"]

@@ -1,0 +1,153 @@
+"""Finding plugins through entry points and collecting what they register.
+
+Entry points of the group ``deepscope`` are loaded one at a time: a plugin that
+fails to import is recorded (distribution, version, error) and the others
+still load. ``DEEPSCOPE_STRICT_PLUGINS=1`` makes a failure fatal (tests and CI)
+and ``DEEPSCOPE_DISABLE_PLUGINS=a,b`` blocks plugins by distribution or
+entry-point name.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import warnings
+from typing import Any, Iterable
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import DuplicateComponentError, PluginLoadError
+from .hookspecs import EXTRA_HOOKS, KIND_HOOKS, PROJECT
+from .registry import Registry
+
+ENTRY_POINT_GROUP = "deepscope"
+CORE_PLUGIN = "deepscope"
+
+
+@attrs.define
+class PluginInfo:
+    """What ``deepscope plugins`` shows for one plugin."""
+
+    name: str
+    version: str
+    source: str  # "entry point", "builtin" or "registered"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _split_env(value: str | None) -> set[str]:
+    return {v.strip() for v in (value or "").split(",") if v.strip()}
+
+
+class PluginHost:
+    """A plugin manager plus the registries built from its plugins' hooks."""
+
+    def __init__(self, *, autoload: bool = True, strict: bool | None = None,
+                 disabled: Iterable[str] | None = None, builtins: bool = True):
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.strict = _truthy(os.environ.get("DEEPSCOPE_STRICT_PLUGINS")) if strict is None else strict
+        self.disabled = _split_env(os.environ.get("DEEPSCOPE_DISABLE_PLUGINS")) if disabled is None else set(disabled)
+        self.info: dict[str, PluginInfo] = {}
+        self.load_errors: dict[str, tuple[str, str]] = {}
+        self._registry: Registry | None = None
+        if builtins:
+            from . import builtin
+
+            self.register(builtin, name=CORE_PLUGIN, version=_version(CORE_PLUGIN), source="builtin")
+        if autoload:
+            self.load_entry_points()
+
+    # -- plugins ------------------------------------------------------------
+    def register(self, plugin: Any, name: str, version: str = "0+local", source: str = "registered") -> None:
+        """Register a plugin object (module or instance) under ``name``."""
+        self.pm.register(plugin, name=name)
+        self.info[name] = PluginInfo(name, version, source)
+        self._registry = None
+
+    def unregister(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self.info.pop(name, None)
+        self._registry = None
+
+    def load_entry_points(self) -> None:
+        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist else ep.name
+            version = ep.dist.version if ep.dist else "?"
+            if dist in self.disabled or ep.name in self.disabled or dist in self.info:
+                continue
+            try:
+                plugin = ep.load()
+                self.register(plugin, name=dist, version=version, source="entry point")
+            except Exception as exc:  # a broken plugin must not stop the others
+                text = f"{type(exc).__name__}: {exc}"
+                self.load_errors[dist] = (version, text)
+                if self.pm.get_plugin(dist) is not None:
+                    self.pm.unregister(name=dist)
+                if self.strict:
+                    raise PluginLoadError(
+                        f"plugin {dist} {version} (entry point {ep.value!r}) failed to import: {text}. "
+                        "Fix or uninstall it, or unset DEEPSCOPE_STRICT_PLUGINS to load the others anyway."
+                    ) from exc
+                warnings.warn(f"deepscope: plugin {dist} {version} failed to import and was skipped: {text}",
+                              stacklevel=2)
+        self._registry = None
+
+    # -- registries ---------------------------------------------------------
+    @property
+    def registry(self) -> Registry:
+        """Every component, built lazily from the registration hooks."""
+        if self._registry is None:
+            self._registry = self._build_registry()
+        return self._registry
+
+    def _build_registry(self) -> Registry:
+        registry = Registry([*KIND_HOOKS, *EXTRA_HOOKS])
+        registry.load_errors = dict(self.load_errors)
+        for kind, hook_name in {**KIND_HOOKS, **EXTRA_HOOKS}.items():
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                info = self.info.get(impl.plugin_name, PluginInfo(impl.plugin_name, "?", "registered"))
+                register = registry.make_register(kind, info.name, info.version)
+                try:
+                    impl.function(**({"register": register} if impl.argnames else {}))
+                except Exception as exc:
+                    if self.strict or isinstance(exc, (PluginLoadError, DuplicateComponentError)):
+                        raise
+                    registry.load_errors[info.name] = (info.version, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                    warnings.warn(f"deepscope: plugin {info.name} failed in {hook_name}: {exc}", stacklevel=2)
+        return registry
+
+    @property
+    def hook(self):
+        return self.pm.hook
+
+    def plugins(self) -> list[PluginInfo]:
+        return sorted(self.info.values(), key=lambda p: (p.source != "builtin", p.name))
+
+
+def _version(dist: str) -> str:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "0+local"
+
+
+_default_host: PluginHost | None = None
+
+
+def get_host() -> PluginHost:
+    """The process-wide host with every installed plugin (built on first use)."""
+    global _default_host
+    if _default_host is None:
+        _default_host = PluginHost()
+    return _default_host
+
+
+def set_host(host: PluginHost | None) -> None:
+    """Replace the process-wide host (tests)."""
+    global _default_host
+    _default_host = host

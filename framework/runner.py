@@ -1,0 +1,153 @@
+"""Runs a checked pipeline: builds data and model, runs stages in order, tracks it all.
+
+A run that raises ends FAILED in MLflow and Ctrl-C ends KILLED; both keep
+everything logged so far.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from typing import Any
+
+import attrs
+
+from .config import ComponentSpec, Pipeline, dump_toml
+from .errors import ConfigError, DeepscopeError, RunFailed
+from .plugins import PluginHost
+
+
+@attrs.define
+class RunResult:
+    run_id: str | None
+    status: str
+    metrics: dict[str, float]
+    state: Any = None
+    tracking_uri: str | None = None
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def pick_device(requested: str):
+    import torch
+
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("CUDA was requested but no CUDA device is available; use device = \"auto\" "
+                              "or \"cpu\"", key="$.run.device")
+        index = int(requested.split(":")[1]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"there are only {torch.cuda.device_count()} CUDA devices", key="$.run.device")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("MPS was requested but is not available", key="$.run.device")
+    return torch.device(requested)
+
+
+def build_network(spec: ComponentSpec, info) -> Any:
+    """The model component's body behind a normalization layer."""
+    from torch import nn
+
+    from .network import Network
+
+    body = spec.build(info)
+    if not isinstance(body, nn.Module):
+        raise TypeError(f"model {spec.name!r} ({spec.component.plugin}) returned {type(body).__name__}, "
+                        "not a torch.nn.Module")
+    return Network(body, info.mean, info.std)
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def run_tags(pipeline: Pipeline, host: PluginHost, device: Any) -> dict[str, str]:
+    tags = {f"deepscope.plugin.{p.name}": p.version for p in host.plugins()}
+    tags["deepscope.device"] = str(device)
+    tags["deepscope.file"] = pipeline.file
+    tags["deepscope.seed"] = str(pipeline.run.seed)
+    if pipeline.run.description:
+        tags["mlflow.note.content"] = pipeline.run.description
+    sha = git_sha()
+    if sha:
+        tags["mlflow.source.git.commit"] = sha
+    return tags
+
+
+def run_pipeline(pipeline: Pipeline, host: PluginHost, *, console: Any = None, track: bool = True,
+                 tracking_uri: str | None = None, extra_tags: dict[str, str] | None = None) -> RunResult:
+    """Execute every stage of ``pipeline``; raise DeepscopeError (exit 2) or RunFailed (exit 1)."""
+    import torch
+
+    from .stages import STAGE_RUNNERS
+    from .state import RunState, StageContext, snapshot_state_dict
+    from .tracking import Tracker, resolve_tracking_uri
+
+    run = pipeline.run
+    try:
+        device = pick_device(run.device)
+    except ConfigError as exc:
+        raise ConfigError(exc.issues, file=pipeline.file) from None
+    seed_everything(run.seed, run.deterministic)
+    uri = resolve_tracking_uri(tracking_uri or run.tracking_uri)
+    tracker = None
+    if track:
+        tracker = Tracker(uri, run.experiment)
+        tracker.start(run.name, {**run_tags(pipeline, host, device), **(extra_tags or {})})
+        tracker.log_params(pipeline.flat_params())
+        tracker.log_bytes("config/pipeline.toml", dump_toml(pipeline.resolved()).encode())
+    status = "FAILED"
+    state = None
+    try:
+        try:
+            data = pipeline.data.build()
+            model = build_network(pipeline.model, data.info).to(device)
+        except ConfigError as exc:
+            raise ConfigError(exc.issues, file=pipeline.file) from None
+        state = RunState(pipeline=pipeline, host=host, device=device, data=data, model=model,
+                         tracker=tracker, console=console)
+        state.init_state = snapshot_state_dict(model)
+        host.hook.deepscope_run_started(run=state)
+        for stage in pipeline.stages:
+            if console is not None:
+                console.print(f"[bold]stage {stage.index}[/]: {stage.do} [cyan]{stage.name or stage.use}[/]")
+            host.hook.deepscope_stage_started(run=state, stage=stage)
+            ctx = StageContext(state, stage, stage.key)
+            try:
+                STAGE_RUNNERS[stage.do](state, stage, ctx)
+            except ConfigError as exc:
+                raise ConfigError(exc.issues, file=pipeline.file) from None
+            host.hook.deepscope_stage_finished(run=state, stage=stage, metrics=dict(ctx.last_metrics))
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except DeepscopeError:
+        raise
+    except Exception as exc:
+        raise RunFailed(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if tracker is not None:
+            tracker.finish(status)
+        host.hook.deepscope_run_finished(run=state, status=status)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return RunResult(tracker.run_id if tracker else None, status, dict(state.latest), state, uri if track else None)

@@ -1,0 +1,117 @@
+"""What each ``do`` of a stage means: the core's side of every component contract."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .config import StageSpec
+from .errors import ConfigError
+from .network import mask_sparsity
+from .state import RunState, StageContext, run_probe
+
+
+def run_train(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
+    trainer = stage.spec.build()
+    trainer.train(state, ctx)
+    state.apply_masks()
+
+
+def run_prune(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
+    pruner = stage.spec.build()
+    config = stage.config
+    density = getattr(config, "density", None)
+    target = getattr(config, "target", "direct")
+    resolver_comp = state.host.registry.find("prune-target", target)
+    if resolver_comp is None:
+        raise ConfigError(state.host.registry.unknown_message("prune-target", target), key="target") \
+            .with_prefix(stage.path)
+    masks = resolver_comp.resolve_factory()(pruner, state, ctx, density)
+    state.set_masks(masks)
+    metrics = {"direct_sparsity": mask_sparsity(state.masks, state.model)}
+    if density is not None:
+        metrics["requested_density"] = density
+    ctx.log_metrics(metrics)
+
+
+def prune_direct(pruner, state: RunState, ctx: StageContext, density: float | None) -> dict[str, torch.Tensor]:
+    """The default target: the mask itself has the requested density."""
+    return pruner.prune(state, ctx, density)
+
+
+def run_attack(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
+    attack = stage.spec.build()
+    cfg = stage.config
+    n = getattr(cfg, "n_examples", None)
+    batch_size = getattr(cfg, "batch_size", 256)
+    targeted = getattr(cfg, "targeted", False)
+    draws = getattr(cfg, "draws", 1)
+    x_all, y_all = state.data.tensors("test", n)
+    model = state.model
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(state.seed + 1)
+    num_classes = state.info.num_classes
+    clean_hits = torch.zeros(len(x_all), draws, dtype=torch.bool)
+    adv_hits = torch.zeros(len(x_all), draws, dtype=torch.bool)
+    target_hits = torch.zeros(len(x_all), dtype=torch.bool)
+    max_linf = max_l2 = 0.0
+    batches = range(0, len(x_all), batch_size)
+    for start in ctx.progress(batches, total=len(batches), description=f"{ctx.prefix}"):
+        x = x_all[start:start + batch_size].to(state.device)
+        y = y_all[start:start + batch_size].to(state.device)
+        target = None
+        if targeted:
+            offset = torch.randint(1, num_classes, (len(y),), generator=gen).to(state.device)
+            target = (y + offset) % num_classes
+        x_adv = attack.perturb(model, x, y, target=target)
+        if model.training != False:  # noqa: E712 - the contract: attacks never change model.training
+            raise RuntimeError(f"attack {stage.use!r} changed model.training; attacks must restore it")
+        delta = (x_adv - x).flatten(1)
+        max_linf = max(max_linf, float(delta.abs().max()) if delta.numel() else 0.0)
+        max_l2 = max(max_l2, float(delta.norm(dim=1).max()) if delta.numel() else 0.0)
+        with torch.no_grad():
+            for d in range(draws):
+                clean_hits[start:start + len(y), d] = (model(x).argmax(1) == y).cpu()
+                pred = model(x_adv).argmax(1)
+                adv_hits[start:start + len(y), d] = (pred == y).cpu()
+                if target is not None and d == 0:
+                    target_hits[start:start + len(y)] = (pred == target).cpu()
+    model.train(was_training)
+    metrics = {
+        "clean_acc": clean_hits.float().mean().item(),
+        "robust_acc": adv_hits.float().mean().item(),
+        "max_linf": max_linf,
+        "max_l2": max_l2,
+        "n_examples": float(len(x_all)),
+    }
+    if draws > 1:  # mean over draws (above) and worst case: correct on every draw
+        metrics["clean_acc_worst"] = clean_hits.all(1).float().mean().item()
+        metrics["robust_acc_worst"] = adv_hits.all(1).float().mean().item()
+    if targeted:
+        metrics["target_success"] = target_hits.float().mean().item()
+    ctx.log_metrics(metrics)
+
+
+def run_distill(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
+    distiller = stage.spec.build()
+    state.synthetic = distiller.distill(state, ctx)
+    if state.synthetic is None:
+        raise RuntimeError(f"distiller {stage.use!r} returned no synthetic data")
+    ctx.log_metrics({"synthetic_size": float(len(state.synthetic))})
+    ctx.log_tensors("synthetic", {"x": state.synthetic.x, "y": state.synthetic.y})
+
+
+def run_probe_stage(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
+    ctx.last_metrics.update(run_probe(state, stage.spec, ctx.prefix, stage))
+
+
+STAGE_RUNNERS: dict[str, Callable[[RunState, StageSpec, StageContext], None]] = {
+    "train": run_train,
+    "prune": run_prune,
+    "attack": run_attack,
+    "distill": run_distill,
+    "probe": run_probe_stage,
+    "evaluate": run_probe_stage,
+}

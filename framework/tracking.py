@@ -1,0 +1,110 @@
+"""MLflow tracking: one run per pipeline, through ``MlflowClient`` with explicit ids.
+
+The fluent API keeps global active-run state that leaks between runs and
+tests, so everything here names its run id. The default store is
+``sqlite:///mlflow.db`` in the working directory, with artifacts in
+``mlartifacts/`` beside it (set explicitly: MLflow would otherwise put them
+relative to whatever the cwd is later).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DB = "mlflow.db"
+
+
+def resolve_tracking_uri(configured: str | None = None) -> str:
+    """``[run] tracking_uri`` > ``MLFLOW_TRACKING_URI`` > ``sqlite:///<cwd>/mlflow.db``."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = f"sqlite:///{(Path.cwd() / DEFAULT_DB).resolve()}"
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):])
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Where artifacts of a local sqlite store go (beside the database); None for servers."""
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    return (db.parent.resolve() / "mlartifacts").as_uri()
+
+
+class Tracker:
+    """Logs one pipeline run to MLflow."""
+
+    def __init__(self, uri: str, experiment: str):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        db = sqlite_path(uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = self._experiment(experiment)
+        self.run_id: str | None = None
+
+    def _experiment(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        root = artifact_root_for(self.uri)
+        location = f"{root}/{name}" if root else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception:  # created concurrently by another process
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def start(self, run_name: str, tags: dict[str, str], run_id: str | None = None) -> str:
+        if run_id is not None:  # resume an existing run
+            self.run_id = run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def log_bytes(self, artifact_path: str, data: bytes) -> None:
+        import tempfile
+
+        directory, _, filename = artifact_path.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / filename
+            path.write_bytes(data)
+            self.client.log_artifact(self.run_id, str(path), artifact_path=directory or None)
+
+    def finish(self, status: str) -> None:
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status=status)
