@@ -22,7 +22,7 @@ import tomli
 from cattrs.v import transform_error
 
 from .errors import ConfigError, ConfigIssue
-from .params import field_doc
+from .params import field_doc, non_negative
 from .registry import Component, Registry
 
 #: stage ``do`` -> component kind it uses
@@ -261,17 +261,18 @@ class RunSpec:
     name: str = attrs.field(metadata={"doc": "run name shown in MLflow"})
     seed: int = attrs.field(metadata={"doc": "seed for Python, NumPy and torch (required: results must be reproducible)"})
     experiment: str = attrs.field(default="deepscope", metadata={"doc": "MLflow experiment name"})
-    device: str = attrs.field(default="auto", metadata={"doc": "auto | cpu | cuda | cuda:N | mps"})
+    device: str = attrs.field(default="auto", validator=lambda _, a, v: _check_device(v),
+                              metadata={"doc": "auto | cpu | cuda | cuda:N | mps"})
     deterministic: bool = attrs.field(default=False, metadata={"doc": "torch deterministic algorithms (slower)"})
     tracking_uri: typing.Optional[str] = attrs.field(default=None, metadata={"doc": "MLflow tracking URI"})
-    checkpoint_every: int = attrs.field(default=0, metadata={"doc": "checkpoint long stages every N epochs (0: off)"})
+    checkpoint_every: int = attrs.field(default=0, validator=non_negative,
+                                        metadata={"doc": "checkpoint long stages every N epochs (0: off)"})
     description: str = attrs.field(default="", metadata={"doc": "free text, logged as the run description"})
 
-    def __attrs_post_init__(self):
-        if not DEVICE_PATTERN.match(self.device):
-            raise ValueError(f"'device' must be auto, cpu, mps, cuda or cuda:N: {self.device!r}")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"'checkpoint_every' must be >= 0: {self.checkpoint_every}")
+
+def _check_device(value: str) -> None:
+    if not DEVICE_PATTERN.match(value):
+        raise ValueError(f"'device' must be auto, cpu, mps, cuda or cuda:N: {value!r}")
 
 
 @attrs.define

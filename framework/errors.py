@@ -47,8 +47,9 @@ class ConfigError(DeepscopeError):
         super().__init__(self.render())
 
     def with_prefix(self, prefix: str, file: str | None = None) -> "ConfigError":
-        """Return the same issues located under ``prefix`` (e.g. ``$.stage[2]``)."""
-        issues = [ConfigIssue(_join_path(prefix, i.path), i.message) for i in self.issues]
+        """Return the same issues located under ``prefix`` (e.g. ``$.stage[2]``); absolute paths stay."""
+        issues = [ConfigIssue(i.path if i.path.startswith("$") else _join_path(prefix, i.path), i.message)
+                  for i in self.issues]
         return ConfigError(issues, file=file or self.file)
 
     def render(self) -> str:

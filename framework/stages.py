@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -25,8 +26,7 @@ def run_prune(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
     target = getattr(config, "target", "direct")
     resolver_comp = state.host.registry.find("prune-target", target)
     if resolver_comp is None:
-        raise ConfigError(state.host.registry.unknown_message("prune-target", target), key="target") \
-            .with_prefix(stage.path)
+        raise ConfigError(state.host.registry.unknown_message("prune-target", target), key="target")
     masks = resolver_comp.resolve_factory()(pruner, state, ctx, density)
     state.set_masks(masks)
     metrics = {"direct_sparsity": mask_sparsity(state.masks, state.model)}
@@ -107,11 +107,24 @@ def run_probe_stage(state: RunState, stage: StageSpec, ctx: StageContext) -> Non
     ctx.last_metrics.update(run_probe(state, stage.spec, ctx.prefix, stage))
 
 
+def located(runner: Callable[[RunState, StageSpec, StageContext], None]):
+    """Locate ConfigErrors a component raises while running under its stage's key path."""
+
+    @functools.wraps(runner)
+    def run(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
+        try:
+            runner(state, stage, ctx)
+        except ConfigError as exc:
+            raise exc.with_prefix(stage.path) from None
+
+    return run
+
+
 STAGE_RUNNERS: dict[str, Callable[[RunState, StageSpec, StageContext], None]] = {
-    "train": run_train,
-    "prune": run_prune,
-    "attack": run_attack,
-    "distill": run_distill,
-    "probe": run_probe_stage,
-    "evaluate": run_probe_stage,
+    "train": located(run_train),
+    "prune": located(run_prune),
+    "attack": located(run_attack),
+    "distill": located(run_distill),
+    "probe": located(run_probe_stage),
+    "evaluate": located(run_probe_stage),
 }

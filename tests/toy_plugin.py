@@ -101,6 +101,27 @@ class SynthProbe:
         return {"size": len(state.synthetic)}
 
 
+@attrs.define
+class RaiseConfig:
+    error: str = param("runtime", doc="runtime | interrupt | config")
+
+
+class RaisingProbe:
+    """Fails on purpose, to test FAILED / KILLED runs and exit codes."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def measure(self, state, ctx):
+        from framework import ConfigError
+
+        if self.config.error == "interrupt":
+            raise KeyboardInterrupt
+        if self.config.error == "config":
+            raise ConfigError("bad value discovered at run time", key="error")
+        raise RuntimeError("probe exploded")
+
+
 def tiny_dataset(config):
     return tiny_data(n_train=config.n_train, classes=config.classes)
 
@@ -139,3 +160,4 @@ def deepscope_register_attacks(register):
 def deepscope_register_probes(register):
     register("count", CountProbe, CountConfig)
     register("synth", SynthProbe, None, requires=("synthetic",))
+    register("raise", RaisingProbe, RaiseConfig)

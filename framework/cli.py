@@ -1,0 +1,285 @@
+"""The ``deepscope`` command line.
+
+Exit codes: 0 success, 1 the run failed, 2 bad input (config, data, plugin).
+User errors print one clear paragraph and no traceback (``--debug`` shows it).
+Nothing here imports torch until a pipeline actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import DeepscopeError, RunFailed
+from .hookspecs import EXTRA_HOOKS, KIND_HOOKS
+
+QUICKSTART = Path(__file__).with_name("quickstart.toml")
+KINDS = (*KIND_HOOKS, *EXTRA_HOOKS)
+
+
+def _console(args: argparse.Namespace | None = None):
+    from .progress import make_console
+
+    return make_console(quiet=bool(getattr(args, "quiet", False)))
+
+
+def _host():
+    from .plugins import get_host
+
+    return get_host()
+
+
+def _kind(text: str) -> str:
+    text = text.strip().lower()
+    for kind in KINDS:
+        if text in (kind, kind + "s", kind + "es"):
+            return kind
+    raise DeepscopeError(f"unknown component kind {text!r}; kinds are: {', '.join(KINDS)}")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_pipeline
+    from .runner import run_pipeline
+
+    console = _console(args)
+    path = Path(args.file) if args.file else QUICKSTART
+    if not args.file:
+        console.print(f"No pipeline given: running the quickstart ([cyan]{path}[/]).")
+    host = _host()
+    pipeline = load_pipeline(path, host.registry)
+    result = run_pipeline(pipeline, host, console=console, tracking_uri=args.tracking_uri)
+    _print_results(console, result)
+    return 0
+
+
+def _print_results(console: Any, result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"run {result.run_id or '(untracked)'}: {result.status}", show_lines=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in sorted(result.metrics.items()):
+        if "/" in key and key.count("/") > 3:  # per-layer details stay in MLflow
+            continue
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if result.tracking_uri:
+        console.print(f"Tracked in [cyan]{result.tracking_uri}[/]. Browse it with: [bold]deepscope ui[/]"
+                      + ("" if result.tracking_uri.startswith("sqlite:///" + str(Path.cwd()))
+                         else f" --store {result.tracking_uri}"))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .config import load_pipeline
+
+    console = _console(args)
+    pipeline = load_pipeline(args.file, _host().registry)
+    stages = ", ".join(f"{s.do}:{s.use}" for s in pipeline.stages) or "(no stages)"
+    console.print(f"[green]ok[/] {args.file}: data {pipeline.data.name}, model {pipeline.model.name}; "
+                  f"stages {stages}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    host = _host()
+    registry = host.registry
+    if args.json:
+        import json
+
+        out = []
+        for p in host.plugins():
+            comps: dict[str, list[str]] = {}
+            for c in registry.components():
+                if c.plugin == p.name:
+                    comps.setdefault(c.kind, []).append(c.name)
+            out.append({"name": p.name, "version": p.version, "source": p.source, "components": comps})
+        for dist, (ver, err) in sorted(registry.load_errors.items()):
+            out.append({"name": dist, "version": ver, "error": err})
+        print(json.dumps(out, indent=2))
+        return 0
+    console = _console(args)
+    table = Table(title="deepscope plugins")
+    for col in ("plugin", "version", "registers"):
+        table.add_column(col)
+    for p in host.plugins():
+        parts = []
+        for kind in KINDS:
+            names = [c.name for c in registry.components(kind) if c.plugin == p.name]
+            if names:
+                parts.append(f"{kind}: {', '.join(names)}")
+        table.add_row(p.name, p.version, "\n".join(parts) or "(nothing)")
+    console.print(table)
+    for dist, (ver, err) in sorted(registry.load_errors.items()):
+        console.print(f"[red]failed to load[/] {dist} {ver}: {escape(err)}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    registry = _host().registry
+    kinds = [_kind(args.kind)] if args.kind else list(KINDS)
+    console = _console(args)
+    table = Table(title="deepscope components")
+    for col in ("kind", "name", "plugin", "summary"):
+        table.add_column(col)
+    for kind in kinds:
+        for c in registry.components(kind):
+            name = c.name + (f" ({', '.join(c.aliases)})" if c.aliases else "")
+            table.add_row(kind, name, f"{c.plugin} {c.version}", c.summary)
+    console.print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import attrs
+    from rich.table import Table
+
+    from .params import describe_type, field_doc
+
+    comp = _host().registry.get(_kind(args.kind), args.name)
+    console = _console(args)
+    console.print(f"[bold]{comp.kind} {comp.name}[/] from {comp.plugin} {comp.version}")
+    doc = comp.doc or (comp.config_cls.__doc__ if comp.config_cls else "")
+    if doc:
+        console.print(doc.strip())
+    if comp.requires:
+        console.print(f"needs: {', '.join(comp.requires)}")
+    if comp.config_cls is None:
+        console.print("(no parameters)")
+        return 0
+    attrs.resolve_types(comp.config_cls)
+    table = Table()
+    for col in ("parameter", "type", "default", "doc"):
+        table.add_column(col)
+    for f in attrs.fields(comp.config_cls):
+        if not f.init:
+            continue
+        if f.default is attrs.NOTHING:
+            default = "(required)"
+        elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
+            default = repr(f.default.factory())
+        else:
+            default = repr(f.default)
+        table.add_row(f.alias or f.name, describe_type(f.type), default, field_doc(f))
+    console.print(table)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .tracking import resolve_tracking_uri
+
+    store = args.store or resolve_tracking_uri()
+    if "://" not in store:
+        store = f"sqlite:///{Path(store).resolve()}"
+    try:
+        import flask  # noqa: F401  (full mlflow brings it)
+    except ImportError:
+        raise DeepscopeError("the MLflow UI needs the full mlflow package; install it with "
+                             "`pip install 'deepscope[ui]'`") from None
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
+           "--port", str(args.port)]
+    _console(args).print(f"MLflow UI on http://127.0.0.1:{args.port} for {store} (Ctrl-C stops it)")
+    return subprocess.call(cmd)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepscope",
+        description="Compose deep-learning science experiments from TOML pipelines; results go to MLflow.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for every error")
+    parser.add_argument("--quiet", action="store_true", help="print only errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a pipeline (no FILE: the quickstart on embedded data)")
+    p.add_argument("file", nargs="?", help="pipeline TOML file")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a pipeline without running it")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plugins", help="installed plugins, what they register, load errors")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("list", help="registered components, optionally of one KIND")
+    p.add_argument("kind", nargs="?", help=f"one of: {', '.join(KINDS)}")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="a component's parameters: type, default, doc")
+    p.add_argument("kind")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on the local store (127.0.0.1 only)")
+    p.add_argument("--store", help="tracking URI or sqlite file (default: ./mlflow.db)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list:
+    """Subcommands that live in their own modules (kept out of this file's imports)."""
+    try:
+        from .sweep.cli import register_cli
+    except ImportError:
+        return []
+    return [register_cli]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    debug = args.debug or os.environ.get("DEEPSCOPE_DEBUG") == "1"
+    try:
+        return int(args.func(args) or 0)
+    except DeepscopeError as exc:
+        if debug:
+            raise
+        _report(args, "error", str(exc))
+        return exc.exit_code
+    except RunFailed as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exception(exc.__cause__ or exc)
+        _report(args, "run failed", f"{exc} (the run is marked FAILED in MLflow with everything logged so "
+                                     "far; rerun with --debug for the traceback)")
+        return 1
+    except KeyboardInterrupt:
+        _report(args, "interrupted", "the run is marked KILLED in MLflow; what was logged is kept")
+        return 130
+
+
+def _report(args: argparse.Namespace, label: str, message: str) -> None:
+    from .progress import make_console
+
+    from rich.markup import escape
+
+    make_console().print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The command line: exit codes, messages without tracebacks, light start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import toy_plugin
+
+from framework.cli import main
+from framework.plugins import set_host
+from framework.testing import make_host
+
+PIPELINE = """
+[run]
+name = "cli"
+seed = 0
+[data]
+use = "tiny"
+[model]
+use = "tiny-mlp"
+[[stage]]
+do = "train"
+use = "sgd"
+epochs = 1
+"""
+
+
+@pytest.fixture
+def toy_host():
+    host = make_host(toy_plugin)
+    set_host(host)
+    yield host
+    set_host(None)
+
+
+def write(tmp_path, text, name="p.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys\nfrom framework.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\nprint('light')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("light")
+
+
+def test_validate_and_list_do_not_import_torch(tmp_path):
+    path = write(tmp_path, "[run]\nname='x'\n")
+    code = ("import sys\nfrom framework.cli import main\n"
+            f"rc = main(['validate', {str(path)!r}])\n"
+            "assert rc == 2, rc\nassert 'torch' not in sys.modules\nprint('light')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "$.run.seed: required key missing" in out.stderr
+
+
+def test_run_succeeds_with_exit_0(toy_host, tmp_path, tmp_mlflow, capsys):
+    assert main(["run", str(write(tmp_path, PIPELINE))]) == 0
+    err = capsys.readouterr().err
+    assert "train/sgd/loss" in err and "FINISHED" in err
+
+
+def test_bad_config_exits_2_without_traceback(toy_host, tmp_path, capsys):
+    path = write(tmp_path, PIPELINE.replace("epochs = 1", "epochs = 0"))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: $.stage[0].epochs: must be > 0 (got 0)" in " ".join(err.split())
+    assert "Traceback" not in err
+
+
+def test_syntax_error_exits_2(toy_host, tmp_path, capsys):
+    path = write(tmp_path, "[run\n")
+    assert main(["run", str(path)]) == 2
+    assert f"{path}:1:" in capsys.readouterr().err
+
+
+def test_failing_run_exits_1(toy_host, tmp_path, tmp_mlflow, capsys):
+    path = write(tmp_path, PIPELINE + '[[stage]]\ndo = "probe"\nuse = "raise"\n')
+    assert main(["run", str(path)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "run failed: RuntimeError: probe exploded" in err and "marked FAILED" in err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(toy_host, tmp_path):
+    path = write(tmp_path, PIPELINE.replace("epochs = 1", "epochs = 0"))
+    with pytest.raises(Exception, match="epochs"):
+        main(["--debug", "validate", str(path)])
+
+
+def test_list_show_and_plugins(toy_host, capsys):
+    assert main(["list", "trainers"]) == 0
+    out = capsys.readouterr().err
+    assert "sgd" in out and "toy_plugin" in out
+    assert main(["show", "trainer", "sgd"]) == 0
+    out = capsys.readouterr().err
+    assert "epochs" in out and "learning rate" in out and "0.1" in out
+    assert main(["show", "attack", "shift"]) == 0
+    out = capsys.readouterr().err
+    assert "n_examples" in out and "draws" in out  # inherited from AttackConfig
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().err
+    assert "toy_plugin" in out and "trainer: sgd" in out
+
+
+def test_plugins_json_lists_components(toy_host, capsys):
+    import json
+
+    assert main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    toy = next(p for p in data if p["name"] == "toy_plugin")
+    assert toy["components"]["attack"] == ["shift"]
+
+
+def test_unknown_kind_or_name_exits_2(toy_host, capsys):
+    assert main(["show", "widget", "x"]) == 2
+    assert "unknown component kind 'widget'" in capsys.readouterr().err
+    assert main(["show", "trainer", "sdg"]) == 2
+    assert "Did you mean 'sgd'?" in capsys.readouterr().err
+
+
+def test_deepscope_console_script_exit_code(tmp_path):
+    path = write(tmp_path, "[run]\nname = 1\n")
+    out = subprocess.run(["deepscope", "validate", str(path)], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "DEEPSCOPE_STRICT_PLUGINS": "1"})
+    assert out.returncode == 2, out.stderr
+    assert "$.run.name: expected a string, got int 1" in " ".join(out.stderr.split())
+    assert "Traceback" not in out.stderr
