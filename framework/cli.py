@@ -104,6 +104,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             out.append({"name": p.name, "version": p.version, "source": p.source, "components": comps})
         for dist, (ver, err) in sorted(registry.load_errors.items()):
             out.append({"name": dist, "version": ver, "error": err})
+        for message in registry.duplicates:
+            out.append({"clash": message})
         print(json.dumps(out, indent=2))
         return 0
     console = _console(args)
@@ -120,6 +122,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     console.print(table)
     for dist, (ver, err) in sorted(registry.load_errors.items()):
         console.print(f"[red]failed to load[/] {dist} {ver}: {escape(err)}")
+    for message in registry.duplicates:
+        console.print(f"[red]name clash[/]: {escape(message)}")
     return 0
 
 

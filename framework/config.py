@@ -21,7 +21,7 @@ import cattrs
 import tomli
 from cattrs.v import transform_error
 
-from .errors import ConfigError, ConfigIssue
+from .errors import ConfigError, ConfigIssue, DuplicateComponentError
 from .params import field_doc, non_negative
 from .registry import Component, Registry
 
@@ -238,7 +238,10 @@ def structure_component(registry: Registry | None, kind: str, table: Any, path: 
                                   (f" (got {_describe(use)})" if use is not None else ""))]
     if registry is None:
         raise RuntimeError("structure_component needs a registry")
-    comp = registry.find(kind, use)
+    try:
+        comp = registry.find(kind, use)
+    except DuplicateComponentError as exc:
+        return None, [ConfigIssue(f"{path}.use", str(exc))]
     if comp is None:
         return None, [ConfigIssue(f"{path}.use", registry.unknown_message(kind, use))]
     params = {k: v for k, v in table.items() if k not in reserved}

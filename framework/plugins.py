@@ -107,6 +107,7 @@ class PluginHost:
 
     def _build_registry(self) -> Registry:
         registry = Registry([*KIND_HOOKS, *EXTRA_HOOKS])
+        registry.strict = self.strict
         registry.load_errors = dict(self.load_errors)
         for kind, hook_name in {**KIND_HOOKS, **EXTRA_HOOKS}.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():

@@ -63,24 +63,39 @@ class Registry:
         self._aliases: dict[str, dict[str, str]] = {k: {} for k in self.kinds}
         #: distribution -> (version, error text) for plugins that failed to import
         self.load_errors: dict[str, tuple[str, str]] = {}
+        #: kind -> name -> every component registered under that clashing name
+        self._conflicts: dict[str, dict[str, list[Component]]] = {k: {} for k in self.kinds}
+        #: messages for the clashes found (shown by ``deepscope plugins``)
+        self.duplicates: list[str] = []
+        #: raise on the first clash instead of deferring to lookups
+        self.strict = True
 
     # -- adding -------------------------------------------------------------
-    def add(self, comp: Component) -> None:
+    def add(self, comp: Component, *, strict: bool = True) -> None:
+        """Add a component; a clashing name raises (strict) or is kept for ``plugin:name`` lookups."""
         if comp.kind not in self._by_kind:
             raise ValueError(f"unknown component kind {comp.kind!r}")
         table = self._by_kind[comp.kind]
         for name in (comp.name, *comp.aliases):
             clash = table.get(name) or table.get(self._aliases[comp.kind].get(name, ""))
             if clash is not None:
-                raise DuplicateComponentError(
-                    f"{comp.kind} {name!r} is registered twice: by {clash.plugin} {clash.version} "
-                    f"and by {comp.plugin} {comp.version}. Uninstall one of them, or block it with "
-                    f"DEEPSCOPE_DISABLE_PLUGINS; pipelines can pick one as "
-                    f"'{clash.plugin}:{clash.name}' or '{comp.plugin}:{comp.name}'."
-                )
+                error = self._duplicate_error(comp.kind, name, [clash, comp])
+                if strict:
+                    raise error
+                self._conflicts[comp.kind].setdefault(name, [clash]).append(comp)
+                self.duplicates.append(str(error))
+                return
         table[comp.name] = comp
         for alias in comp.aliases:
             self._aliases[comp.kind][alias] = comp.name
+
+    @staticmethod
+    def _duplicate_error(kind: str, name: str, comps: list[Component]) -> DuplicateComponentError:
+        who = " and by ".join(f"{c.plugin} {c.version}" for c in comps)
+        picks = " or ".join(f"'{c.plugin}:{c.name}'" for c in comps)
+        return DuplicateComponentError(
+            f"{kind} {name!r} is registered twice: by {who}. Uninstall one of them, or block it with "
+            f"DEEPSCOPE_DISABLE_PLUGINS; pipelines can pick one as {picks}.")
 
     def make_register(self, kind: str, plugin: str, version: str) -> Callable:
         """The ``register`` callback handed to one plugin's registration hook."""
@@ -92,7 +107,7 @@ class Registry:
             if config_cls is not None and not attrs.has(config_cls):
                 raise TypeError(f"{plugin}: {kind} {name!r}: config_cls must be an attrs class")
             self.add(Component(kind, name, factory, config_cls, plugin, version, tuple(aliases), doc,
-                               tuple(requires), tuple(provides)))
+                               tuple(requires), tuple(provides)), strict=self.strict)
 
         return register
 
@@ -105,9 +120,15 @@ class Registry:
         return [c for k in kinds for _, c in sorted(self._by_kind[k].items())]
 
     def find(self, kind: str, name: str) -> Component | None:
+        """The component called ``name`` (or ``plugin:name``); a clashing bare name raises."""
         plugin, sep, short = name.rpartition(":")
         table = self._by_kind.get(kind, {})
         short = self._aliases.get(kind, {}).get(short, short)
+        clashing = self._conflicts.get(kind, {}).get(short)
+        if clashing:
+            if not sep:
+                raise self._duplicate_error(kind, short, clashing)
+            return next((c for c in clashing if c.plugin == plugin), None)
         comp = table.get(short)
         if comp is not None and sep and comp.plugin != plugin:
             return None

@@ -112,6 +112,24 @@ def test_duplicate_names_raise_naming_both_plugins():
     assert "'ds-a:magnitude'" in text and "'ds-b:magnitude'" in text
 
 
+def test_without_strict_a_clash_is_deferred_and_qualified_names_pick_one():
+    host = make_host(strict=False)
+    host.register(plugin_registering("deepscope_register_pruners", "magnitude"), name="ds-a", version="0.3")
+    host.register(plugin_registering("deepscope_register_pruners", "magnitude"), name="ds-b", version="1.1")
+    registry = host.registry
+    assert len(registry.duplicates) == 1 and "ds-a 0.3 and by ds-b 1.1" in registry.duplicates[0]
+    assert registry.get("pruner", "ds-b:magnitude").plugin == "ds-b"
+    assert registry.get("pruner", "ds-a:magnitude").plugin == "ds-a"
+    with pytest.raises(DuplicateComponentError, match="pruner 'magnitude' is registered twice"):
+        registry.get("pruner", "magnitude")
+    text = '[run]\nname="x"\nseed=0\n[data]\nuse="d"\n[model]\nuse="m"\n[[stage]]\ndo="prune"\n' \
+           'use="magnitude"\ncompression=10\n'
+    with pytest.raises(ConfigError) as info:
+        parse_pipeline(text, registry, file="p.toml")
+    assert "p.toml: $.stage[0].use: pruner 'magnitude' is registered twice: by ds-a 0.3 and by ds-b 1.1" \
+        in str(info.value)
+
+
 def test_qualified_names_pick_a_plugin():
     host = make_host()
     host.register(plugin_registering("deepscope_register_probes", "alpha"), name="ds-a")

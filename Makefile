@@ -1,0 +1,30 @@
+# Two commands on a fresh machine (Python only):
+#   make run    install everything into .venv, then run the quickstart pipeline
+#   make test   install everything into .venv, then run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: install run test validate-examples bench clean
+
+$(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -e ".[ui,test]" $(foreach p,$(PLUGINS),-e $(p))
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/deepscope run
+
+test: install
+	DEEPSCOPE_STRICT_PLUGINS=1 $(BIN)/python -m pytest -q
+
+bench: install
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) mlflow.db mlartifacts
