@@ -66,7 +66,7 @@ def run_attack(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
             offset = torch.randint(1, num_classes, (len(y),), generator=gen).to(state.device)
             target = (y + offset) % num_classes
         x_adv = attack.perturb(model, x, y, target=target)
-        if model.training != False:  # noqa: E712 - the contract: attacks never change model.training
+        if model.training:  # the contract: attacks never change model.training
             raise RuntimeError(f"attack {stage.use!r} changed model.training; attacks must restore it")
         delta = (x_adv - x).flatten(1)
         max_linf = max(max_linf, float(delta.abs().max()) if delta.numel() else 0.0)

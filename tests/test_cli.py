@@ -133,3 +133,41 @@ def test_deepscope_console_script_exit_code(tmp_path):
     assert out.returncode == 2, out.stderr
     assert "$.run.name: expected a string, got int 1" in " ".join(out.stderr.split())
     assert "Traceback" not in out.stderr
+
+
+def test_ui_serves_the_local_store_on_loopback(monkeypatch, tmp_path, capsys):
+    import subprocess as sp
+
+    calls = []
+    monkeypatch.setattr(sp, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["ui", "--port", "5123"]) == 0
+    (cmd,) = calls
+    assert cmd[1:4] == ["-m", "mlflow", "ui"]
+    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5123"
+
+
+MALFORMED = {
+    "syntax": ("[run\n", ":1:"),
+    "wrong type": (PIPELINE.replace("epochs = 1", 'epochs = "one"'), "$.stage[0].epochs: expected an integer"),
+    "unknown key": (PIPELINE.replace("epochs = 1", "epochz = 1"), "$.stage[0].epochz: unknown key"),
+    "unknown component": (PIPELINE.replace('use = "sgd"', 'use = "sgdd"'), "$.stage[0].use: unknown trainer 'sgdd'"),
+    "missing seed": (PIPELINE.replace("seed = 0", ""), "$.run.seed: required key missing"),
+    "out of range": (PIPELINE.replace("epochs = 1", "epochs = -2"), "$.stage[0].epochs: must be > 0 (got -2)"),
+    "needs an earlier stage": (PIPELINE + '[[stage]]\ndo = "evaluate"\nuse = "synth"\n',
+                               "$.stage[1]: probe 'synth' needs synthetic"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_every_malformed_pipeline_exits_2_naming_file_and_path(case, command, toy_host, tmp_path, tmp_mlflow,
+                                                             capsys):
+    text, expected = MALFORMED[case]
+    path = write(tmp_path, text)
+    assert main([command, str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{path}" in err and expected in err
+    assert "Traceback" not in err
