@@ -146,6 +146,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     import attrs
+    from rich.markup import escape
     from rich.table import Table
 
     from .params import describe_type, field_doc
@@ -174,7 +175,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             default = repr(f.default.factory())
         else:
             default = repr(f.default)
-        table.add_row(f.alias or f.name, describe_type(f.type), default, field_doc(f))
+        table.add_row(f.alias or f.name, escape(describe_type(f.type)), escape(default), escape(field_doc(f)))
     console.print(table)
     return 0
 
