@@ -1,0 +1,69 @@
+"""Dataset parameters (attrs only; no torch here) and their registration.
+
+Every dataset shares the loader parameters of :class:`DataConfig`; the full
+datasets add where to find the files. Implementations live in
+``deepscope_standard.datasets`` and are imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import attrs
+
+from framework import param, positive
+
+_IMPL = "deepscope_standard.datasets"
+
+
+@attrs.define(kw_only=True)
+class DataConfig:
+    """Loader parameters every standard dataset accepts."""
+
+    batch_size: int = param(128, doc="training batch size", validator=positive)
+    test_batch_size: int = param(1000, doc="evaluation batch size", validator=positive)
+    subset: Optional[int] = param(None, doc="use only N training examples (see subset_mode)", validator=positive)
+    test_subset: Optional[int] = param(None, doc="use only N test examples (see subset_mode)", validator=positive)
+    subset_mode: Literal["first", "balanced"] = param(
+        "first", doc="'first': the first N examples; 'balanced': the first N // classes of every class")
+    augment: bool = param(False, doc="random crop (padding 4) and horizontal flip of training images")
+    num_workers: int = param(0, doc="DataLoader worker processes", validator=attrs.validators.ge(0))
+
+
+@attrs.define(kw_only=True)
+class SampleConfig(DataConfig):
+    """The Fashion-MNIST sample embedded in the package: 5,000 train / 1,000 test, class-balanced."""
+
+    pad_to_32: bool = param(False, doc="zero-pad the 28x28 images to 32x32 (for CIFAR-shaped models)")
+
+
+@attrs.define(kw_only=True)
+class FullDataConfig(DataConfig):
+    """A full dataset read from disk (``root``, else ``$DEEPSCOPE_DATA``)."""
+
+    root: Optional[str] = param(None, doc="directory holding the data (default: $DEEPSCOPE_DATA)")
+    download: bool = param(False, doc="download with torchvision when missing (needs internet)")
+
+
+@attrs.define(kw_only=True)
+class MnistLikeConfig(FullDataConfig):
+    """A 28x28 grayscale dataset in torchvision's or the flat IDX layout."""
+
+    pad_to_32: bool = param(False, doc="zero-pad the 28x28 images to 32x32 (for CIFAR-shaped models)")
+
+
+DATASETS = (
+    ("fashion-mnist-sample", "load_fashion_mnist_sample", SampleConfig,
+     "Fashion-MNIST sample shipped with the plugin (5k/1k real images, class-balanced)"),
+    ("fashion-mnist", "load_fashion_mnist", MnistLikeConfig,
+     "Fashion-MNIST 60k/10k (flat IDX files, torchvision layout, or /usr/share/datasets/fashion-mnist)"),
+    ("mnist", "load_mnist", MnistLikeConfig, "MNIST 60k/10k (flat IDX files or torchvision layout)"),
+    ("cifar10", "load_cifar10", FullDataConfig, "CIFAR-10 50k/10k, 32x32 RGB (torchvision layout)"),
+    ("cifar100", "load_cifar100", FullDataConfig, "CIFAR-100 50k/10k, 32x32 RGB, fine labels (torchvision layout)"),
+    ("svhn", "load_svhn", FullDataConfig, "SVHN 73k/26k, 32x32 RGB (torchvision layout; augment never flips)"),
+)
+
+
+def register(register) -> None:
+    for name, attr, config_cls, doc in DATASETS:
+        register(name, f"{_IMPL}:{attr}", config_cls, doc=doc)

@@ -1,0 +1,106 @@
+"""Model parameters (attrs only; no torch here) and their registration.
+
+Every model shares :class:`ModelConfig` (initialization, init scale, bias,
+temperature), so papers on homogeneous nets, init scale or softmax temperature
+can use any architecture. Implementations live in ``deepscope_standard.models``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from framework import param, positive
+
+_IMPL = "deepscope_standard.models"
+
+Activation = Literal["relu", "tanh", "sigmoid", "leaky-relu", "gelu", "linear"]
+
+
+def _positive_widths(instance, attribute, value):
+    if not value or any(not isinstance(w, int) or w <= 0 for w in value):
+        raise ValueError(f"'{attribute.name}' must be a non-empty list of positive integers: {value!r}")
+
+
+@attrs.define(kw_only=True)
+class ModelConfig:
+    """Options every standard model accepts."""
+
+    init: Literal["default", "kaiming-normal", "xavier-normal"] = param(
+        "default", doc="weight init of conv/linear layers ('default' = PyTorch's; the others zero the biases)")
+    init_scale: float = param(1.0, doc="multiply every conv/linear weight and bias by this after init (alpha)",
+                              validator=positive)
+    bias: bool = param(True, doc="biases in conv/linear layers (false: bias-free, homogeneous with ReLU)")
+    temperature: float = param(1.0, doc="divide the logits by this", validator=positive)
+
+
+@attrs.define(kw_only=True)
+class MLPConfig(ModelConfig):
+    """Fully connected network on the flattened input."""
+
+    widths: list[int] = param(factory=lambda: [100], doc="hidden layer widths", validator=_positive_widths)
+    activation: Activation = param("relu", doc="hidden activation ('linear' = none)")
+
+
+@attrs.define(kw_only=True)
+class LeNet300Config(ModelConfig):
+    """LeNet-300-100: MLP with hidden widths 300 and 100."""
+
+    activation: Activation = param("relu", doc="hidden activation ('linear' = none)")
+
+
+@attrs.define(kw_only=True)
+class LeNet5Config(ModelConfig):
+    """LeNet-5: conv5x5(6), pool, conv5x5(16), pool, fc 120, fc 84, classifier."""
+
+    activation: Activation = param("relu", doc="hidden activation ('linear' = none)")
+    pool: Literal["avg", "max"] = param("avg", doc="2x2 pooling after each conv")
+
+
+@attrs.define(kw_only=True)
+class ConvNetConfig(ModelConfig):
+    """Dataset-distillation ConvNet: [conv3x3, norm, ReLU, avg-pool] x depth, then linear."""
+
+    width: int = param(128, doc="channels of every conv layer", validator=positive)
+    depth: int = param(3, doc="number of conv blocks", validator=positive)
+    norm: Literal["instance", "batch", "none"] = param(
+        "instance", doc="'instance' = GroupNorm(C, C) with affine, as in the reference code")
+    pool: Literal["avg", "max"] = param("avg", doc="2x2 pooling after each block")
+
+
+@attrs.define(kw_only=True)
+class VGGConfig(ModelConfig):
+    """VGG for CIFAR-sized inputs: 3x3 convs (+BN), max-pools, one linear classifier."""
+
+    norm: Literal["batch", "none"] = param("batch", doc="BatchNorm after every conv, or none")
+    width_factor: float = param(1.0, doc="multiply every conv's channel count (1 = the standard VGG)",
+                                validator=positive)
+
+
+@attrs.define(kw_only=True)
+class ResNetConfig(ModelConfig):
+    """ResNet-18 with the CIFAR stem (3x3 conv, stride 1, no max-pool)."""
+
+    norm: Literal["batch", "none"] = param("batch", doc="BatchNorm in every block, or none")
+    width: int = param(64, doc="channels of the first stage (doubles at each of the 3 later stages)",
+                       validator=positive)
+
+
+MODELS = (
+    ("mlp", "build_mlp", MLPConfig, "Fully connected network (widths, activation, bias)"),
+    ("lenet-300-100", "build_lenet_300_100", LeNet300Config, "LeNet-300-100 fully connected network"),
+    ("lenet-5", "build_lenet_5", LeNet5Config, "LeNet-5 convolutional network"),
+    ("convnet", "build_convnet", ConvNetConfig,
+     "Dataset-distillation ConvNet (width 128, depth 3, instance norm; 320,010 params on CIFAR-10)"),
+    ("vgg-11", "build_vgg11", VGGConfig, "VGG-11 (BN, single linear classifier), CIFAR-sized"),
+    ("vgg-16", "build_vgg16", VGGConfig, "VGG-16 (BN, single linear classifier), CIFAR-sized"),
+    ("vgg-19", "build_vgg19", VGGConfig, "VGG-19 (BN, single linear classifier), CIFAR-sized"),
+    ("resnet-18", "build_resnet18", ResNetConfig, "ResNet-18 with the CIFAR stem"),
+    ("preact-resnet-18", "build_preact_resnet18", ResNetConfig, "Pre-activation ResNet-18 with the CIFAR stem"),
+)
+
+
+def register(register) -> None:
+    for name, attr, config_cls, doc in MODELS:
+        register(name, f"{_IMPL}:{attr}", config_cls, doc=doc)
