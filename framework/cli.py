@@ -175,7 +175,9 @@ def cmd_show(args: argparse.Namespace) -> int:
             default = repr(f.default.factory())
         else:
             default = repr(f.default)
-        table.add_row(f.alias or f.name, escape(describe_type(f.type)), escape(default), escape(field_doc(f)))
+        kind = f.metadata.get("component") if f.metadata else None
+        type_text = f"{kind} name or {{ use = ..., ... }}" if kind else describe_type(f.type)
+        table.add_row(f.alias or f.name, escape(type_text), escape(default), escape(field_doc(f)))
     console.print(table)
     return 0
 

@@ -151,14 +151,20 @@ def structure_config(cls: type, table: dict, path: str, *, what: str, registry: 
     values: dict[str, Any] = {}
     for key, field in fields.items():
         fpath = f"{path}.{key}"
+        component_kind = field.metadata.get("component") if field.metadata else None
         if key not in table:
             if field.default is attrs.NOTHING:
                 issues.append(ConfigIssue(fpath, f"required key missing for {what}" +
                                           (f" ({field_doc(field)})" if field_doc(field) else "")))
+            elif component_kind:  # a default like {"use": "pgd"} is checked like a written table
+                default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
+                spec, sub = structure_component(registry, component_kind, default, fpath)
+                issues.extend(sub)
+                values[key] = spec
             continue
         raw = table[key]
-        if field.metadata and field.metadata.get("component"):
-            spec, sub = structure_component(registry, field.metadata["component"], raw, fpath)
+        if component_kind:
+            spec, sub = structure_component(registry, component_kind, raw, fpath)
             issues.extend(sub)
             values[key] = spec
             continue
@@ -230,8 +236,11 @@ def structure_component(registry: Registry | None, kind: str, table: Any, path: 
     """Resolve ``{use = NAME, ...params}`` against the registry and the component's config class."""
     if table is None:
         return None, []
+    if isinstance(table, str):  # shorthand: backend = "resnet-18" means { use = "resnet-18" }
+        table = {"use": table}
     if not isinstance(table, dict):
-        return None, [ConfigIssue(path, f"expected a table with 'use' naming a {kind}, got {_describe(table)}")]
+        return None, [ConfigIssue(path, f"expected {_article(kind)} {kind} name or a table with 'use' naming one, "
+                                        f"got {_describe(table)}")]
     use = table.get("use")
     if not isinstance(use, str):
         return None, [ConfigIssue(f"{path}.use", f"required: the name of a {kind}" +
@@ -532,3 +541,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None) + " }"
     return _toml_value(str(value))
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

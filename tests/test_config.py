@@ -172,3 +172,50 @@ def test_missing_file_is_a_config_error(tmp_path, registry):
     with pytest.raises(ConfigError) as info:
         load_pipeline(tmp_path / "nope.toml", registry)
     assert "nope.toml: no such pipeline file" in str(info.value)
+
+
+NESTED = """
+[run]
+name = "t"
+seed = 1
+[data]
+use = "tiny"
+[model]
+use = "tiny-mlp"
+[[stage]]
+do = "probe"
+use = "attacked"
+"""
+
+
+def test_component_param_default_is_checked_into_a_spec(registry):
+    from framework.config import ComponentSpec
+
+    p = parse_pipeline(NESTED, registry)
+    attack = p.stages[0].config.attack
+    assert isinstance(attack, ComponentSpec) and attack.name == "shift" and attack.config.eps == 0.1
+    assert p.resolved()["stage"][0]["attack"]["use"] == "shift"
+
+
+def test_component_param_accepts_a_name_or_a_table(registry):
+    p = parse_pipeline(NESTED + 'attack = "shift"\n', registry)
+    assert p.stages[0].config.attack.config.eps == 0.1
+    p = parse_pipeline(NESTED + 'attack = { use = "shift", eps = 0.3 }\n', registry)
+    assert p.stages[0].config.attack.config.eps == 0.3
+
+
+def test_component_param_errors_have_nested_paths(registry):
+    lines = errors_of(NESTED + 'attack = { use = "shift", epz = 0.3 }\n', registry)
+    assert lines == ["p.toml: $.stage[0].attack.epz: unknown key for attack 'shift' (did you mean 'eps'?); "
+                     "allowed keys: n_examples, batch_size, targeted, draws, eps"]
+    lines = errors_of(NESTED + 'attack = "shfit"\n', registry)
+    assert lines[0].startswith("p.toml: $.stage[0].attack.use: unknown attack 'shfit'. Did you mean 'shift'?")
+    lines = errors_of(NESTED + "attack = 3\n", registry)
+    assert lines == ["p.toml: $.stage[0].attack: expected an attack name or a table with 'use' naming one, got int 3"]
+
+
+def test_nested_component_runs(registry, tmp_mlflow):
+    from framework.testing import run_toml
+
+    result = run_toml(NESTED + 'attack = { use = "shift", eps = 0.0 }\n', make_host(toy_plugin))
+    assert 0.0 <= result.metrics["probe/attacked/acc"] <= 1.0

@@ -6,7 +6,7 @@ import attrs
 import torch
 from torch import nn
 
-from framework import AttackConfig, PrunerConfig, hookimpl, param, positive
+from framework import AttackConfig, PrunerConfig, component_param, hookimpl, param, positive
 from framework.testing import tiny_data
 
 
@@ -122,6 +122,24 @@ class RaisingProbe:
         raise RuntimeError("probe exploded")
 
 
+@attrs.define
+class AttackedConfig:
+    attack: object = component_param("attack", default={"use": "shift"}, doc="the attack to measure with")
+
+
+class AttackedProbe:
+    """Accuracy under a nested attack component (tests component_param)."""
+
+    def __init__(self, config):
+        self.attack = config.attack.build()
+
+    def measure(self, state, ctx):
+        x, y = state.data.tensors("test")
+        x_adv = self.attack.perturb(state.model, x, y)
+        with torch.no_grad():
+            return {"acc": (state.model(x_adv).argmax(1) == y).float().mean()}
+
+
 def tiny_dataset(config):
     return tiny_data(n_train=config.n_train, classes=config.classes)
 
@@ -161,3 +179,4 @@ def deepscope_register_probes(register):
     register("count", CountProbe, CountConfig)
     register("synth", SynthProbe, None, requires=("synthetic",))
     register("raise", RaisingProbe, RaiseConfig)
+    register("attacked", AttackedProbe, AttackedConfig)
