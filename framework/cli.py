@@ -53,7 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"No pipeline given: running the quickstart ([cyan]{path}[/]).")
     host = _host()
     pipeline = load_pipeline(path, host.registry)
-    result = run_pipeline(pipeline, host, console=console, tracking_uri=args.tracking_uri)
+    result = run_pipeline(pipeline, host, console=console, tracking_uri=args.tracking_uri,
+                          resume_run_id=args.resume)
     _print_results(console, result)
     return 0
 
@@ -215,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a pipeline (no FILE: the quickstart on embedded data)")
     p.add_argument("file", nargs="?", help="pipeline TOML file")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last checkpoint "
+                                                     "(needs [run] checkpoint_every > 0)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a pipeline without running it")

@@ -9,6 +9,7 @@ entry-point name.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as md
 import os
 import warnings
@@ -61,6 +62,7 @@ class PluginHost:
             self.register(builtin, name=CORE_PLUGIN, version=_version(CORE_PLUGIN), source="builtin")
         if autoload:
             self.load_entry_points()
+            self.load_env_modules()
 
     # -- plugins ------------------------------------------------------------
     def register(self, plugin: Any, name: str, version: str = "0+local", source: str = "registered") -> None:
@@ -96,6 +98,20 @@ class PluginHost:
                 warnings.warn(f"deepscope: plugin {dist} {version} failed to import and was skipped: {text}",
                               stacklevel=2)
         self._registry = None
+
+    def load_env_modules(self) -> None:
+        """Register the modules named in ``DEEPSCOPE_PLUGINS_MODULES`` (plugins without an entry point).
+
+        Sweep workers and tests use it to pass plugins that are importable but not installed.
+        """
+        for name in _split_env(os.environ.get("DEEPSCOPE_PLUGINS_MODULES")):
+            if name in self.info or name in self.disabled:
+                continue
+            try:
+                self.register(importlib.import_module(name), name=name, source="env")
+            except ImportError as exc:
+                raise PluginLoadError(f"DEEPSCOPE_PLUGINS_MODULES names {name!r}, which cannot be imported: "
+                                      f"{exc}. Fix PYTHONPATH or the variable.") from exc
 
     # -- registries ---------------------------------------------------------
     @property

@@ -92,11 +92,34 @@ def run_tags(pipeline: Pipeline, host: PluginHost, device: Any) -> dict[str, str
     return tags
 
 
+def _load_resume(pipeline: Pipeline, uri: str, run_id: str, fingerprint: str) -> dict:
+    from .checkpoint import checkpoint_path, load_checkpoint
+
+    path = checkpoint_path(uri, run_id)
+    if not path.exists():
+        raise DeepscopeError(f"no checkpoint for run {run_id} at {path}; only runs with [run] checkpoint_every > 0 "
+                             "can resume (set DEEPSCOPE_CHECKPOINT_DIR if the checkpoints live elsewhere)")
+    payload = load_checkpoint(path)
+    if payload["fingerprint"] != fingerprint:
+        raise DeepscopeError(f"{pipeline.file} differs from the pipeline that run {run_id} was started with; "
+                             "resume it with the same file (see the run's config/pipeline.toml artifact)")
+    return payload
+
+
 def run_pipeline(pipeline: Pipeline, host: PluginHost, *, console: Any = None, track: bool = True,
-                 tracking_uri: str | None = None, extra_tags: dict[str, str] | None = None) -> RunResult:
-    """Execute every stage of ``pipeline``; raise DeepscopeError (exit 2) or RunFailed (exit 1)."""
+                 tracking_uri: str | None = None, extra_tags: dict[str, str] | None = None,
+                 resume_run_id: str | None = None) -> RunResult:
+    """Execute every stage of ``pipeline``; raise DeepscopeError (exit 2) or RunFailed (exit 1).
+
+    With ``[run] checkpoint_every = N`` (and tracking on) the run is checkpointed after every
+    stage and every N epochs of trainers that pass ``checkpoint=`` to ``ctx.epoch_end``.
+    ``resume_run_id`` continues that MLflow run from its last checkpoint: finished stages
+    are skipped, the interrupted one continues from its last checkpointed epoch, and
+    metrics the killed run logged after that checkpoint are not logged twice.
+    """
     import torch
 
+    from .checkpoint import Checkpointer, MetricLedger, checkpoint_path, pipeline_fingerprint, restore_state
     from .stages import STAGE_RUNNERS
     from .state import RunState, StageContext, snapshot_state_dict
     from .tracking import Tracker, resolve_tracking_uri
@@ -108,12 +131,26 @@ def run_pipeline(pipeline: Pipeline, host: PluginHost, *, console: Any = None, t
         raise ConfigError(exc.issues, file=pipeline.file) from None
     seed_everything(run.seed, run.deterministic)
     uri = resolve_tracking_uri(tracking_uri or run.tracking_uri)
+    fingerprint = pipeline_fingerprint(pipeline.resolved())
+    resume = None
+    if resume_run_id is not None:
+        if not track:
+            raise DeepscopeError("resuming needs tracking: the run to continue lives in MLflow")
+        resume = _load_resume(pipeline, uri, resume_run_id, fingerprint)
     tracker = None
+    checkpointer = None
     if track:
-        tracker = Tracker(uri, run.experiment)
-        tracker.start(run.name, {**run_tags(pipeline, host, device), **(extra_tags or {})})
-        tracker.log_params(pipeline.flat_params())
-        tracker.log_bytes("config/pipeline.toml", dump_toml(pipeline.resolved()).encode())
+        tracker = MetricLedger(Tracker(uri, run.experiment))
+        if resume is not None:
+            tracker.start(run.name, {}, run_id=resume_run_id)
+            tracker.start_replay(resume["metric_counts"])
+        else:
+            tracker.start(run.name, {**run_tags(pipeline, host, device), **(extra_tags or {})})
+            tracker.log_params(pipeline.flat_params())
+            tracker.log_bytes("config/pipeline.toml", dump_toml(pipeline.resolved()).encode())
+        if run.checkpoint_every > 0:
+            checkpointer = Checkpointer(checkpoint_path(uri, tracker.run_id), run.checkpoint_every, fingerprint,
+                                        tracker)
     status = "FAILED"
     state = None
     try:
@@ -125,16 +162,29 @@ def run_pipeline(pipeline: Pipeline, host: PluginHost, *, console: Any = None, t
         state = RunState(pipeline=pipeline, host=host, device=device, data=data, model=model,
                          tracker=tracker, console=console)
         state.init_state = snapshot_state_dict(model)
+        first_stage = 0
+        if resume is not None:
+            restore_state(state, resume)
+            first_stage = int(resume["next_stage"])
         host.hook.deepscope_run_started(run=state)
         for stage in pipeline.stages:
+            if stage.index < first_stage:
+                continue
             if console is not None:
                 console.print(f"[bold]stage {stage.index}[/]: {stage.do} [cyan]{stage.name or stage.use}[/]")
             host.hook.deepscope_stage_started(run=state, stage=stage)
-            ctx = StageContext(state, stage, stage.key)
+            mid_stage = resume if (resume is not None and stage.index == first_stage
+                                   and int(resume["stage_epoch"]) > 0) else None
+            ctx = StageContext(state, stage, stage.key, checkpointer=checkpointer, resume_from=mid_stage)
             try:
                 STAGE_RUNNERS[stage.do](state, stage, ctx)
             except ConfigError as exc:
                 raise ConfigError(exc.issues, file=pipeline.file) from None
+            if ctx.resuming:
+                raise RuntimeError(f"stage {stage.index} ({stage.key}) was checkpointed mid-stage but its component "
+                                   "never called ctx.resume(...), so the resumed run cannot continue it")
+            if checkpointer is not None:
+                checkpointer.save(state, next_stage=stage.index + 1)
             host.hook.deepscope_stage_finished(run=state, stage=stage, metrics=dict(ctx.last_metrics))
         status = "FINISHED"
     except KeyboardInterrupt:

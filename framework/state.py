@@ -95,11 +95,28 @@ class RunState:
 class StageContext:
     """How a component logs metrics and artifacts and shows progress."""
 
-    def __init__(self, state: RunState, stage: "StageSpec | None", prefix: str):
+    def __init__(self, state: RunState, stage: "StageSpec | None", prefix: str, *, checkpointer: Any = None,
+                 resume_from: dict | None = None):
         self.state = state
         self.stage = stage
         self.prefix = prefix
         self.last_metrics: dict[str, float] = {}
+        #: saves checkpoints (None: checkpointing is off, ``[run] checkpoint_every = 0`` or untracked)
+        self.checkpointer = checkpointer
+        #: the mid-stage checkpoint this stage continues from, until :meth:`resume` consumes it
+        self._resume_from = resume_from
+        done = int(resume_from["stage_epoch"]) if resume_from else 0
+        self._first_epoch = state.epoch - done
+
+    @property
+    def stage_epoch(self) -> int:
+        """Epochs finished in this stage so far (a resumed stage counts the ones before the kill)."""
+        return self.state.epoch - self._first_epoch
+
+    @property
+    def resuming(self) -> bool:
+        """True while a checkpoint waits for :meth:`resume` to restore the trainer's objects."""
+        return self._resume_from is not None
 
     @property
     def device(self) -> torch.device:
@@ -159,14 +176,52 @@ class StageContext:
         if self.state.console is not None:
             self.state.console.print(*args)
 
-    def epoch_end(self, epoch_metrics: dict[str, float] | None = None, model: torch.nn.Module | None = None) -> None:
-        """Call once per finished epoch: counts it, logs metrics and runs the stage's periodic probes."""
+    def epoch_end(self, epoch_metrics: dict[str, float] | None = None, model: torch.nn.Module | None = None,
+                  checkpoint: dict[str, Any] | None = None) -> None:
+        """Call once per finished epoch: counts it, logs metrics and runs the stage's periodic probes.
+
+        A trainer that can resume passes ``checkpoint={"optimizer": opt, "scheduler": sched}``
+        (objects with ``state_dict``, or plain tensors/numbers): every ``[run] checkpoint_every``
+        epochs of the stage they are saved with the model, masks, counters and RNG states, and the
+        trainer must then call :meth:`resume` before its first epoch. Without ``checkpoint`` only
+        stage boundaries are checkpointed, and a killed stage restarts from its beginning.
+        """
         self.state.epoch += 1
         if epoch_metrics:
             self.log_metrics(epoch_metrics)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in epoch_metrics.items() if v is not None)
             self.print(f"  [dim]{self.prefix}[/] epoch {self.state.epoch}: {shown}")
         self.run_periodic_probes()
+        if checkpoint is not None and self._resume_from is not None:
+            raise RuntimeError(f"{self.prefix}: the trainer passes checkpoint= to ctx.epoch_end but did not call "
+                               "ctx.resume(...) before its first epoch, so a resumed run would repeat epochs")
+        if checkpoint is not None and self.checkpointer is not None and self.checkpointer.due(self.stage_epoch):
+            self.checkpointer.save(self.state, next_stage=self.stage.index if self.stage else 0,
+                                   stage_epoch=self.stage_epoch, objects=checkpoint)
+
+    def resume(self, **objects: Any) -> int:
+        """Restore the trainer's objects from the checkpoint this stage resumes; return the epoch to start at.
+
+        Call it once, after building the optimizer/scheduler and before the epoch loop:
+        ``for epoch in range(ctx.resume(optimizer=opt, scheduler=sched), epochs): ...``.
+        Returns 0 (and changes nothing) when the stage is not being resumed. The model,
+        masks, counters and RNG states are restored here too, so anything the trainer did
+        with the RNG before this call does not change what follows.
+        """
+        payload, self._resume_from = self._resume_from, None
+        if payload is None:
+            return 0
+        from .checkpoint import load_into, restore_state
+
+        saved = payload.get("trainer", {})
+        missing = [name for name in objects if name not in saved]
+        if missing:
+            raise RuntimeError(f"{self.prefix}: the checkpoint has no {', '.join(missing)} to resume "
+                               f"(it saved {', '.join(saved) or 'nothing'})")
+        restore_state(self.state, payload)
+        for name, obj in objects.items():
+            load_into(obj, saved[name])
+        return int(payload["stage_epoch"])
 
     def run_periodic_probes(self) -> None:
         if self.stage is None:

@@ -128,7 +128,8 @@ def test_unknown_kind_or_name_exits_2(toy_host, capsys):
 
 def test_deepscope_console_script_exit_code(tmp_path):
     path = write(tmp_path, "[run]\nname = 1\n")
-    out = subprocess.run(["deepscope", "validate", str(path)], capture_output=True, text=True, timeout=120,
+    script = Path(sys.executable).with_name("deepscope")
+    out = subprocess.run([str(script), "validate", str(path)], capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "DEEPSCOPE_STRICT_PLUGINS": "1"})
     assert out.returncode == 2, out.stderr
     assert "$.run.name: expected a string, got int 1" in " ".join(out.stderr.split())

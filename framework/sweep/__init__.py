@@ -1,0 +1,33 @@
+"""Sweeps: a ``[sweep]`` table expands one pipeline into many resolved, hashed points.
+
+``deepscope sweep FILE`` validates every point before anything runs, records
+them in a sweep directory (``sweep.json``), creates the MLflow store, the
+experiment and one parent run, and hands the points to an executor (``inline``,
+``local`` or ``slurm``; plugins add more through ``deepscope_register_executors``).
+Nothing here is imported until used (``deepscope --help`` stays light).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_LAZY = {
+    "SweepPoint": "framework.sweep.expand",
+    "expand_sweep": "framework.sweep.expand",
+    "SweepSpec": "framework.sweep.spec",
+    "parse_sweep": "framework.sweep.spec",
+    "SweepRecord": "framework.sweep.record",
+    "plan_sweep": "framework.sweep.submit",
+    "submit_sweep": "framework.sweep.submit",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'framework.sweep' has no attribute {name!r}")
+    return getattr(import_module(module), name)
+
+
+__all__ = list(_LAZY)

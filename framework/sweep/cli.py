@@ -1,0 +1,104 @@
+"""``deepscope sweep`` (and ``deepscope run --resume``), added to the CLI by ``register_cli``.
+
+    deepscope sweep FILE [--dir DIR] [--force] [--workers N] [--tracking-uri URI] [--dry-run]
+    deepscope sweep status DIR
+    deepscope sweep collect DIR [--csv]
+
+Bad input raises :class:`framework.errors.DeepscopeError` (exit 2); a sweep
+with failed points exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import DeepscopeError
+
+USAGE = "FILE | status DIR | collect DIR"
+
+
+def register_cli(subparsers: Any) -> None:
+    p = subparsers.add_parser("sweep", help="run a pipeline's [sweep] grid; `sweep status DIR`, `sweep collect DIR`",
+                              usage="deepscope sweep FILE [options] | sweep status DIR | sweep collect DIR [--csv]",
+                              description="deepscope sweep FILE submits every point of the file's [sweep]; "
+                                          "deepscope sweep status DIR and deepscope sweep collect DIR reattach.")
+    p.add_argument("target", nargs="+", metavar="ARG", help=USAGE)
+    p.add_argument("--dir", help="sweep directory (default: [sweep] dir, else sweeps/<name>)")
+    p.add_argument("--force", action="store_true", help="rerun points that already FINISHED")
+    p.add_argument("--workers", type=int, help="parallel points (overrides [sweep] workers)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: [run] tracking_uri, "
+                                          "MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the points; run nothing")
+    p.add_argument("--csv", action="store_true", help="collect: print the CSV instead of a table")
+    p.set_defaults(func=cmd_sweep)
+
+
+def _host():
+    from ..plugins import get_host
+
+    return get_host()
+
+
+def _console(args: argparse.Namespace):
+    from ..progress import make_console
+
+    return make_console(quiet=bool(getattr(args, "quiet", False)))
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    target = args.target
+    if target[0] in ("status", "collect") and len(target) == 2 and not Path(target[0]).is_file():
+        return cmd_status(args, Path(target[1]), collect=target[0] == "collect")
+    if len(target) != 1:
+        raise DeepscopeError(f"usage: deepscope sweep {USAGE} (got {' '.join(target)})")
+    if args.workers is not None and args.workers < 1:
+        raise DeepscopeError(f"--workers must be >= 1 (got {args.workers})")
+    from .submit import plan_sweep, submit_sweep
+
+    console = _console(args)
+    host = _host()
+    plan = plan_sweep(target[0], host.registry, args.dir)
+    if args.dry_run:
+        from rich.table import Table
+
+        view = Table(title=f"{len(plan.points)} points of {plan.file} (executor {plan.spec.executor})")
+        for col in ("point", "hash", *plan.spec.keys):
+            view.add_column(col)
+        for p in plan.points:
+            view.add_row(str(p.index), p.hash, *[repr(p.values[k]) for k in plan.spec.keys])
+        console.print(view)
+        return 0
+    record, started, skipped = submit_sweep(plan, host, force=args.force, tracking_uri=args.tracking_uri,
+                                            workers=args.workers, console=console)
+    if skipped:
+        console.print(f"{len(skipped)} points already FINISHED were skipped (--force reruns them)")
+    from .report import render, rows
+
+    table = rows(record)
+    render(record, table, console, f"sweep {record.data['name']} ({record.dir})")
+    failed = [r for r in table if r["status"] in ("FAILED", "KILLED")]
+    return 1 if failed else 0
+
+
+def cmd_status(args: argparse.Namespace, directory: Path, *, collect: bool) -> int:
+    from .record import SweepRecord
+    from .report import render, rows, to_csv
+    from .submit import finalize
+
+    record = SweepRecord.open(directory)
+    table = rows(record)
+    finalize(record)
+    if collect:
+        text = to_csv(record, table)
+        (record.dir / "results.csv").write_text(text, encoding="utf-8")
+        if args.csv:
+            sys.stdout.write(text)
+            return 0
+    console = _console(args)
+    render(record, table, console, f"sweep {record.data.get('name')} ({record.dir})")
+    if collect:
+        console.print(f"CSV of every point and metric: {record.dir / 'results.csv'}")
+    return 0

@@ -1,0 +1,215 @@
+"""The built-in executors: ``inline``, ``local`` and ``slurm``.
+
+An executor is registered through ``deepscope_register_executors(register)``
+as ``register(name, factory, config_cls)``; ``factory(config)`` returns an
+object with ``detaches: bool`` and ``submit(submission)``. ``submit`` starts
+every point of ``submission.hashes``, records each job id with
+``submission.record.set_job(hash, job_id)``, and either waits for them
+(``detaches = False``) or returns right after submitting (``detaches = True``,
+then ``deepscope sweep status DIR`` reattaches). Workers run points through
+:func:`framework.sweep.worker.run_point`, which writes each point's status.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import attrs
+
+from ..errors import DeepscopeError
+from .record import TERMINAL, SweepRecord
+
+
+@attrs.define
+class Submission:
+    """What an executor gets: the record, the points to run, the parallelism asked for."""
+
+    record: SweepRecord
+    hashes: list[str]
+    workers: int | None = None
+    host: Any = None
+    console: Any = None
+
+    def worker_command(self, hashes: list[str]) -> list[str]:
+        return [sys.executable, "-m", "framework.sweep.worker", str(self.record.dir), *hashes]
+
+    def print(self, *args: Any) -> None:
+        if self.console is not None:
+            self.console.print(*args)
+
+
+class InlineExecutor:
+    """Every point in this process, one after another."""
+
+    detaches = False
+
+    def __init__(self, config: Any = None):
+        self.config = config
+
+    def submit(self, submission: Submission) -> None:
+        from .worker import run_point
+
+        record = submission.record
+        for digest in submission.hashes:
+            record.set_job(digest, "inline")
+        record.save()
+        for digest in submission.hashes:
+            submission.print(f"point {record.points[digest]['index']} [dim]{digest}[/]")
+            run_point(record, digest, submission.host, console=submission.console)
+
+
+def gpu_count() -> int:
+    """GPUs visible to this process (0 without CUDA)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+class LocalExecutor:
+    """N worker processes on this machine (N: ``[sweep] workers``, else one per GPU, else 1).
+
+    Each worker gets the whole list and claims points one at a time, so a fast
+    worker takes more of them; worker i sees GPUs ``i*g .. i*g+g-1`` (g =
+    ``gpus_per_worker``, wrapping around). Output goes to ``DIR/logs/worker-i.log``.
+    This executor waits for its workers; Ctrl-C stops them and marks their
+    unfinished points KILLED.
+    """
+
+    detaches = False
+
+    def __init__(self, config: Any = None):
+        self.config = config
+        self.poll_s = 0.2
+
+    def submit(self, submission: Submission) -> None:
+        record = submission.record
+        hashes = list(submission.hashes)
+        gpus = gpu_count()
+        workers = submission.workers or max(gpus, 1)
+        workers = max(1, min(workers, len(hashes)))
+        per_worker = getattr(self.config, "gpus_per_worker", 1)
+        record.release_claims(hashes)
+        procs: list[tuple[subprocess.Popen, Any]] = []
+        interrupted = False
+        record.log_path("worker-0").parent.mkdir(parents=True, exist_ok=True)
+        try:
+            for i in range(workers):
+                env = dict(os.environ)
+                if gpus:
+                    env["CUDA_VISIBLE_DEVICES"] = ",".join(str((i * per_worker + j) % gpus) for j in range(per_worker))
+                log = open(record.log_path(f"worker-{i}"), "ab")  # noqa: SIM115 - closed below
+                proc = subprocess.Popen(submission.worker_command(hashes), env=env, stdout=log,
+                                        stderr=subprocess.STDOUT, cwd=os.getcwd())
+                procs.append((proc, log))
+            for digest in hashes:
+                record.set_job(digest, "local:" + ",".join(str(p.pid) for p, _ in procs))
+            record.save()
+            submission.print(f"{len(procs)} local workers on {len(hashes)} points; logs in {record.dir / 'logs'}")
+            while any(p.poll() is None for p, _ in procs):
+                time.sleep(self.poll_s)
+        except KeyboardInterrupt:
+            interrupted = True
+            for proc, _ in procs:  # SIGINT: the runs end KILLED in MLflow and in their status files
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+            for proc, _ in procs:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            raise
+        finally:
+            for _, log in procs:
+                log.close()
+            for digest in hashes:  # a worker that died hard leaves its point without a final status
+                if record.status(digest).get("status") not in TERMINAL and (record.dir / "claims" / digest).exists():
+                    record.write_status(digest, status="KILLED" if interrupted else "FAILED",
+                                        error="the worker process ended before the point did; see DIR/logs")
+
+
+class SweepJob:
+    """The callable submitit pickles for each array task: runs one point by its hash.
+
+    On preemption or timeout submitit calls :meth:`checkpoint`, which requeues
+    the same point; the requeued job finds the point's run id in its status file
+    and resumes that run from its last checkpoint.
+    """
+
+    def __init__(self, sweep_dir: str):
+        self.sweep_dir = sweep_dir
+
+    def __call__(self, digest: str) -> str:
+        from .worker import run_point, worker_host
+
+        record = SweepRecord.open(self.sweep_dir)
+        status = run_point(record, digest, worker_host())
+        if status != "FINISHED":
+            raise RuntimeError(f"sweep point {digest} ended {status}; see {record.status_path(digest)}")
+        return status
+
+    def checkpoint(self, digest: str) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SweepJob(self.sweep_dir), digest)
+
+
+class SlurmExecutor:
+    """One SLURM job array through submitit; returns as soon as the array is submitted."""
+
+    detaches = True
+
+    def __init__(self, config: Any = None):
+        from .executor_config import SlurmConfig
+
+        self.config = config if config is not None else SlurmConfig()
+
+    def parameters(self, submission: Submission) -> dict[str, Any]:
+        cfg = self.config
+        params: dict[str, Any] = {
+            "name": f"deepscope-{submission.record.data.get('name', 'sweep')}",
+            "timeout_min": cfg.time,
+            "gpus_per_node": cfg.gpus,
+            "cpus_per_task": cfg.cpus,
+            "tasks_per_node": 1,
+            "nodes": 1,
+        }
+        if cfg.mem_gb is not None:
+            params["mem_gb"] = cfg.mem_gb
+        if cfg.cluster == "slurm":
+            slurm = {
+                "partition": cfg.partition, "account": cfg.account, "qos": cfg.qos, "constraint": cfg.constraint,
+                "array_parallelism": submission.workers or cfg.array_parallelism,
+                "setup": list(cfg.setup) or None,
+                "additional_parameters": {**({"requeue": True} if cfg.requeue else {}), **cfg.additional} or None,
+            }
+            params.update({f"slurm_{k}": v for k, v in slurm.items() if v is not None})
+        return params
+
+    def submit(self, submission: Submission) -> None:
+        try:
+            import submitit
+        except ImportError:
+            raise DeepscopeError("the slurm executor needs submitit: pip install 'deepscope[slurm]'") from None
+        record = submission.record
+        folder = record.dir / "slurm" / "%j"
+        executor = submitit.AutoExecutor(folder=folder, cluster=self.config.cluster,
+                                         slurm_max_num_timeout=self.config.max_requeues)
+        executor.update_parameters(**self.parameters(submission))
+        hashes = list(submission.hashes)
+        try:
+            jobs = executor.map_array(SweepJob(str(record.dir)), hashes)
+        except Exception as exc:  # sbatch refused: bad partition, account, limits...
+            raise DeepscopeError(f"submitting the job array failed: {exc}") from None
+        for digest, job in zip(hashes, jobs):
+            record.set_job(digest, str(job.job_id))
+            record.write_status(digest, status="SUBMITTED", job_id=str(job.job_id))
+        record.save()
+        submission.print(f"submitted {len(jobs)} points as job array {jobs[0].job_id.split('_')[0] if jobs else '-'}"
+                         f"; follow it with: deepscope sweep status {record.dir}")

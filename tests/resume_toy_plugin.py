@@ -1,0 +1,77 @@
+"""A toy trainer that checkpoints through the ctx API, and a kill switch for resume tests.
+
+The trainer draws from every RNG that a checkpoint restores (torch for shuffling
+and input noise, NumPy and Python ``random`` for per-epoch jitter), so a resume
+that forgot one of them would not reproduce the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+
+import attrs
+import numpy as np
+import torch
+from torch import nn
+
+from framework import hookimpl, param, positive
+
+
+@attrs.define
+class ResumableConfig:
+    epochs: int = param(4, doc="epochs", validator=positive)
+    lr: float = param(0.2, doc="learning rate", validator=positive)
+
+
+class ResumableTrainer:
+    """SGD with momentum and a step schedule; saves and restores both through ctx."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def train(self, state, ctx):
+        opt = torch.optim.SGD(state.model.parameters(), lr=self.config.lr, momentum=0.9)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        start = ctx.resume(optimizer=opt, scheduler=sched)
+        for _ in range(start, self.config.epochs):
+            total, hits, seen = 0.0, 0, 0
+            noise = 0.05 * float(np.random.rand()) + 0.01 * random.random()
+            for x, y in state.data.train_loader():
+                x, y = x.to(state.device), y.to(state.device)
+                x = (x + noise * torch.randn_like(x)).clamp(0, 1)
+                logits = state.model(x)
+                loss = nn.functional.cross_entropy(logits, y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                state.apply_masks()
+                state.step += 1
+                total += loss.item() * len(y)
+                hits += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+            sched.step()
+            ctx.epoch_end({"loss": total / seen, "train_acc": hits / seen, "lr": sched.get_last_lr()[0]},
+                          checkpoint={"optimizer": opt, "scheduler": sched})
+
+
+@hookimpl
+def deepscope_register_trainers(register):
+    register("resumable", ResumableTrainer, ResumableConfig)
+
+
+class KillSwitch:
+    """SIGKILLs its own process right after the ``occurrence``-th value of ``key`` at ``step`` is logged."""
+
+    def __init__(self, key: str, step: int, occurrence: int = 1):
+        self.key = key
+        self.step = step
+        self.left = occurrence
+
+    @hookimpl
+    def deepscope_metrics_logged(self, run, metrics, step):
+        if self.key in metrics and step == self.step:
+            self.left -= 1
+            if self.left == 0:
+                os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,106 @@
+"""The local executor for real: two worker processes, one fresh sqlite store, a parent and its children."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+import toy_plugin
+from framework.cli import main
+from framework.sweep.submit import plan_sweep, submit_sweep
+from framework.testing import make_host
+
+TESTS = Path(__file__).parent
+
+SWEEP = """
+[run]
+name = "local"
+seed = 0
+experiment = "sweep-test"
+
+[data]
+use = "tiny"
+
+[model]
+use = "tiny-mlp"
+
+[[stage]]
+do = "train"
+use = "sgd"
+epochs = 2
+
+[[stage]]
+do = "attack"
+use = "shift"
+n_examples = 16
+
+[sweep]
+executor = "local"
+workers = 2
+metrics = ["attack/shift/robust_acc"]
+
+[sweep.grid]
+"stage.1.eps" = [0.0, 0.3]
+"run.seed" = [0, 1]
+"""
+
+
+def test_local_sweep_with_two_processes_on_one_fresh_store(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("DEEPSCOPE_PLUGINS_MODULES", "toy_plugin")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "sweep.toml").write_text(SWEEP)
+    host = make_host(toy_plugin)
+    plan = plan_sweep(tmp_path / "sweep.toml", host.registry)
+    record, started, skipped = submit_sweep(plan, host)  # the store does not exist yet: the sweep creates it
+    assert len(started) == 4 and not skipped
+
+    uri = record.data["tracking_uri"]
+    assert uri == f"sqlite:///{tmp_path / 'mlflow.db'}?timeout=60"
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(record.data["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    exp = client.get_experiment_by_name("sweep-test")
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    statuses = {h: record.status(h) for h in record.points}
+    assert {s["run_id"] for s in statuses.values()} == {c.info.run_id for c in children}
+    assert len({s["pid"] for s in statuses.values()}) == 2  # both processes ran points, into one store
+    by_hash = {c.data.tags["deepscope.sweep.hash"]: c for c in children}
+    for digest, point in record.points.items():
+        child = by_hash[digest]
+        assert child.data.params["stage.1.eps"] == str(point["values"]["stage.1.eps"])
+        assert child.data.params["run.seed"] == str(point["values"]["run.seed"])
+        assert child.data.metrics["attack/shift/robust_acc"] == statuses[digest]["metrics"]["attack/shift/robust_acc"]
+        assert child.data.metrics["attack/shift/max_linf"] <= point["values"]["stage.1.eps"] + 1e-6
+    assert json.loads((tmp_path / "sweeps/local/sweep.json").read_text())["parent_run_id"] == parent.info.run_id
+
+    # submitting again recognizes every point and runs nothing
+    again, started, skipped = submit_sweep(plan_sweep(tmp_path / "sweep.toml", host.registry), host)
+    assert not started and len(skipped) == 4
+    assert len(client.search_runs([exp.experiment_id])) == 4 + 1  # the children and their parent
+
+    # status and collect reattach from the directory alone
+    capsys.readouterr()
+    monkeypatch.setenv("COLUMNS", "250")  # rich: one line per row
+    assert main(["sweep", "status", "sweeps/local"]) == 0
+    out = capsys.readouterr().err  # rich writes to stderr
+    assert "4 points: 4 FINISHED" in out and "robust_acc" in out
+    assert main(["sweep", "collect", "sweeps/local", "--csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"FINISHED"}
+    for r in rows:
+        assert float(r["attack/shift/robust_acc"]) == by_hash[r["hash"]].data.metrics["attack/shift/robust_acc"]
+    assert (tmp_path / "sweeps/local/results.csv").exists()
+
+
+def test_status_of_a_directory_that_is_not_a_sweep_exits_2(tmp_path, capsys):
+    assert main(["sweep", "status", str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
