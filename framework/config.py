@@ -456,10 +456,13 @@ def _build_stages(raw_stages: Any, registry: Registry, issues: list[ConfigIssue]
             issues.append(ConfigIssue(f"{path}.name", f"expected a string, got {_describe(name)}"))
             name = None
         probes_raw = table.get("probes", [])
-        if "probes" in table and do != "train":
-            issues.append(ConfigIssue(f"{path}.probes", "only train stages run periodic probes; "
-                                                        "use a separate [[stage]] with do = \"probe\""))
-        spec, sub = structure_component(registry, kind, table, path, reserved=STAGE_RESERVED)
+        # `probes` lists periodic probes in train stages; elsewhere it may be a component's own parameter
+        reserved = STAGE_RESERVED if do == "train" else tuple(k for k in STAGE_RESERVED if k != "probes")
+        spec, sub = structure_component(registry, kind, table, path, reserved=reserved)
+        if do != "train":
+            sub = [ConfigIssue(i.path, "only train stages run periodic probes; use a separate [[stage]] with "
+                                       "do = \"probe\"")
+                   if i.path == f"{path}.probes" and i.message.startswith("unknown key") else i for i in sub]
         issues.extend(sub)
         probes = _build_periodic_probes(probes_raw, registry, f"{path}.probes", issues) if do == "train" else []
         if spec is None:

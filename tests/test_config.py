@@ -219,3 +219,32 @@ def test_nested_component_runs(registry, tmp_mlflow):
 
     result = run_toml(NESTED + 'attack = { use = "shift", eps = 0.0 }\n', make_host(toy_plugin))
     assert 0.0 <= result.metrics["probe/attacked/acc"] <= 1.0
+
+
+def test_probes_key_outside_train_stages(registry):
+    lines = errors_of(NESTED + 'probes = [{ use = "count" }]\n', registry)
+    assert lines == ['p.toml: $.stage[0].probes: only train stages run periodic probes; use a separate [[stage]] '
+                     'with do = "probe"']
+
+
+def test_probes_can_be_a_probe_parameter():
+    import types
+
+    import attrs
+
+    from framework import hookimpl, param
+
+    @attrs.define
+    class HutchConfig:
+        probes: int = param(100, doc="random probe vectors")
+
+    module = types.ModuleType("hutch")
+
+    @hookimpl
+    def deepscope_register_probes(register):
+        register("hutch", lambda cfg: None, HutchConfig)
+
+    module.deepscope_register_probes = deepscope_register_probes
+    registry = make_host(toy_plugin, module).registry
+    text = NESTED.replace('use = "attacked"', 'use = "hutch"\nprobes = 20')
+    assert parse_pipeline(text, registry).stages[0].config.probes == 20
