@@ -1,0 +1,113 @@
+"""EOT-PGD and Square: balls, soundness against a closed-form optimum, EOT strength on noisy models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from deepscope_scatternet.attacks import pgd_eot, square_linf
+from deepscope_scatternet.noise import GaussianNoise
+from framework.testing import tiny_data
+
+
+class NoisyMLP(nn.Module):
+    """Noise inside the nonlinearity, so one-draw gradients are noisy estimates of the expected one."""
+
+    def __init__(self, inputs: int, classes: int, std: float):
+        super().__init__()
+        self.fc1 = nn.Linear(inputs, 32)
+        self.noise = GaussianNoise(std)
+        self.fc2 = nn.Linear(32, classes)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.noise(self.fc1(x.flatten(1)))))
+
+
+def trained_noisy_mlp(std: float):
+    torch.manual_seed(0)
+    data = tiny_data(n_train=256, n_test=128, shape=(1, 6, 6), classes=3, seed=1)
+    model = NoisyMLP(36, 3, std)
+    x, y = data.tensors("train")
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval(), data.tensors("test")
+
+
+def mean_accuracy(model, x, y, draws=64):
+    torch.manual_seed(123)
+    with torch.no_grad():
+        return torch.stack([(model(x).argmax(1) == y).float().mean() for _ in range(draws)]).mean().item()
+
+
+def test_eot_pgd_is_at_least_as_strong_as_pgd_on_a_noisy_model():
+    model, (x, y) = trained_noisy_mlp(std=2.0)
+    assert mean_accuracy(model, x, y) > 0.7
+    torch.manual_seed(0)
+    plain = pgd_eot(model, x, y, eps=0.1, steps=10, eot=1, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    eot = pgd_eot(model, x, y, eps=0.1, steps=10, eot=16, generator=torch.Generator().manual_seed(0))
+    acc_plain, acc_eot = mean_accuracy(model, plain, y), mean_accuracy(model, eot, y)
+    assert acc_eot <= acc_plain
+    assert acc_eot < mean_accuracy(model, x, y)
+
+
+def test_standard_pgd_with_eot_is_at_least_as_strong_on_a_noisy_model():
+    from deepscope_standard.attacks import pgd
+
+    model, (x, y) = trained_noisy_mlp(std=2.0)
+    torch.manual_seed(0)
+    plain = pgd(model, x, y, eps=0.1, steps=10, eot=1, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    eot = pgd(model, x, y, eps=0.1, steps=10, eot=16, generator=torch.Generator().manual_seed(0))
+    assert mean_accuracy(model, eot, y) <= mean_accuracy(model, plain, y)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])
+def test_pgd_stays_in_the_ball_and_the_box(norm, eps):
+    model, (x, y) = trained_noisy_mlp(std=0.5)
+    adv = pgd_eot(model, x, y, eps=eps, steps=5, norm=norm, eot=2)
+    delta = (adv - x).flatten(1)
+    size = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
+    assert size.max().item() <= eps + 1e-6
+    assert adv.min().item() >= 0 and adv.max().item() <= 1
+    assert not model.training
+
+
+def linear_two_class():
+    """logits = (w.x + b, 0): the worst L-inf perturbation is -eps*sign(w) (closed form) for class 0."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    with torch.no_grad():
+        model[1].weight[1].zero_()
+        model[1].bias[1] = 0.0
+        model[1].bias[0] = -model[1].weight[0].sum() * 0.5
+    x = torch.rand(200, 1, 4, 4, generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+def test_square_is_sound_and_finds_the_closed_form_adversaries():
+    model, x, y = linear_two_class()
+    eps = 0.08
+    w = model[1].weight[0].view(1, 1, 4, 4)
+    direction = torch.where(y == 0, -1.0, 1.0).view(-1, 1, 1, 1)
+    x_star = (x + eps * direction * w.sign()).clamp(0, 1)  # margins' minimizer (inputs stay in the box)
+    with torch.no_grad():
+        breakable = model(x_star).argmax(1) != y
+    assert 20 < breakable.sum() < 180
+    adv = square_linf(model, x, y, eps, queries=400, generator=torch.Generator().manual_seed(0))
+    assert (adv - x).abs().max().item() <= eps + 1e-6
+    with torch.no_grad():
+        fooled = model(adv).argmax(1) != y
+    assert not (fooled & ~breakable).any()  # never beats the optimum
+    assert fooled[breakable].float().mean().item() >= 0.9
+
+
+def test_square_with_zero_eps_returns_the_inputs():
+    model, x, y = linear_two_class()
+    assert torch.equal(square_linf(model, x, y, 0.0), x)
