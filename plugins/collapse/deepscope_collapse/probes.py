@@ -1,0 +1,139 @@
+"""The ``neural-collapse`` and ``ncc-accuracy`` probes."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from .measure import attacked_inputs, class_means, noisy_inputs, scatter, target_labels
+from .metrics import collapse_metrics, simplex_alignment
+from .taps import PENULTIMATE, FeatureTaps
+
+HISTORY_KEY = "deepscope_collapse/history"
+
+
+@contextmanager
+def private_rng(state):
+    """Seeded randomness (attack starts, noise) that leaves the training run's RNG stream untouched.
+
+    A periodic probe then never changes the trajectory it observes.
+    """
+    devices = [state.device] if state.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(state.seed * 1000 + 17 + state.epoch)
+        yield
+
+
+def measured_sets(cfg: Any, state: Any, x: torch.Tensor, y: torch.Tensor,
+                  nc_labels: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """clean, perturbed (attack) and noise inputs with the labels the metrics use.
+
+    With ``nc_labels`` a targeted attack's set carries the target labels (as the
+    paper computes NC); otherwise every set keeps the true labels (accuracy).
+    """
+    sets = {"clean": (x, y)}
+    num_classes = state.info.num_classes
+    if cfg.attack is not None:
+        target = target_labels(y, num_classes) if cfg.targeted else None
+        attack = cfg.attack.build()
+        x_adv = attacked_inputs(attack, state.model, x, y, target, cfg.batch_size, state.device)
+        sets["perturbed"] = (x_adv, target if (cfg.targeted and nc_labels) else y)
+    if cfg.noise is not None:
+        eps = cfg.noise_eps if cfg.noise_eps is not None else cfg.attack.config.eps
+        gen = torch.Generator().manual_seed(state.seed * 1000 + 17 + state.epoch)
+        sets["noise"] = (noisy_inputs(x, cfg.noise, eps, gen), y)
+    return sets
+
+
+def metric_prefix(set_name: str, layer: str) -> str:
+    return f"{set_name}/" if layer == PENULTIMATE else f"{set_name}/layer/{layer}/"
+
+
+class NeuralCollapseProbe:
+    """NC1-NC4 (and clean-vs-perturbed simplex alignment) at the penultimate layer or every block."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def measure(self, state, ctx) -> dict[str, float]:
+        with private_rng(state):
+            return self._measure(state, ctx)
+
+    def _measure(self, state, ctx) -> dict[str, float]:
+        cfg = self.config
+        model = state.model
+        x, y = state.data.tensors(cfg.split, cfg.n_examples)
+        sets = measured_sets(cfg, state, x, y, nc_labels=True)
+        taps = FeatureTaps(model, cfg.layers, cfg.spatial)
+        weight = model.classifier.weight
+        metrics: dict[str, float] = {}
+        means = {}
+        per_class: dict[str, dict] = {}
+        with ctx.eval_mode(model):
+            for name, (xs, labels) in sets.items():
+                means[name] = class_means(taps, xs, labels, state.info.num_classes, cfg.batch_size, state.device)
+                scat, acc = scatter(taps, means[name], xs, labels, cfg.batch_size, state.device)
+                metrics[f"{name}/net_acc"] = acc
+                for layer in taps.names:
+                    nc = collapse_metrics(means[name][layer], scat[layer],
+                                          weight if layer == PENULTIMATE else None, cfg.divide_by_classes)
+                    metrics.update({metric_prefix(name, layer) + k: v for k, v in nc.items()})
+                if name == "clean":
+                    continue
+                for layer in taps.names:
+                    align = simplex_alignment(means["clean"][layer], means[name][layer])
+                    metrics.update({metric_prefix(name, layer) + f"align/{k}": float(v.mean())
+                                    for k, v in align.items()})
+                    if layer == PENULTIMATE:
+                        per_class[name] = {k: v.tolist() for k, v in align.items()}
+        self._record(state, ctx, metrics, per_class, taps.names)
+        return metrics
+
+    def _record(self, state, ctx, metrics, per_class, layers) -> None:
+        history = state.extras.setdefault(HISTORY_KEY, {}).setdefault(ctx.prefix, [])
+        history.append({"epoch": state.epoch, **metrics})
+        if per_class:
+            ctx.log_artifact(f"alignment_epoch{state.epoch:04d}.json", json.dumps(per_class, indent=1))
+        ctx.log_artifact("nc_history.json", json.dumps(history, indent=1))
+        if not self.config.plots:
+            return
+        from .plots import layer_profile_figure, trajectory_figure
+
+        if len(history) >= 2:
+            ctx.log_figure(trajectory_figure(history), "nc_trajectory.png")
+        if len(layers) > 1:
+            ctx.log_figure(layer_profile_figure(metrics, layers, state.epoch), f"nc_layers_epoch{state.epoch:04d}.png")
+
+
+class NCCAccuracyProbe:
+    """Accuracy of the nearest-clean-class-centre classifier on clean, perturbed and noisy data."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def measure(self, state, ctx) -> dict[str, float]:
+        with private_rng(state):
+            return self._measure(state, ctx)
+
+    def _measure(self, state, ctx) -> dict[str, float]:
+        cfg = self.config
+        model = state.model
+        taps = FeatureTaps(model, cfg.layers, cfg.spatial)
+        xc, yc = state.data.tensors(cfg.centre_split, cfg.n_centre)
+        x, y = state.data.tensors(cfg.split, cfg.n_examples)
+        sets = measured_sets(cfg, state, x, y, nc_labels=False)
+        metrics: dict[str, float] = {}
+        with ctx.eval_mode(model):
+            centres = class_means(taps, xc, yc, state.info.num_classes, cfg.batch_size, state.device)
+            for name, (xs, labels) in sets.items():
+                scat, acc = scatter(taps, centres, xs, labels, cfg.batch_size, state.device)
+                metrics[f"{name}/net_acc"] = acc
+                for layer in taps.names:
+                    s = scat[layer]
+                    prefix = metric_prefix(name, layer)
+                    metrics[prefix + "ncc_acc"] = s.ncc_correct / max(1, s.n)
+                    metrics[prefix + "ncc_net_agreement"] = s.ncc_agree / max(1, s.n_logits)
+        return metrics

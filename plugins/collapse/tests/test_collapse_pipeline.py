@@ -1,0 +1,217 @@
+"""The probes and the trainer inside real pipelines (core + standard plugin + this plugin)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import attrs
+import pytest
+import torch
+from torch import nn
+
+import deepscope_collapse
+import deepscope_standard
+from framework import AttackConfig, ConfigError, hookimpl, param, parse_pipeline
+from framework.testing import make_host, run_toml, tiny_data
+
+
+@attrs.define
+class TinyConfig:
+    n_train: int = param(60, doc="training examples")
+
+
+@attrs.define(kw_only=True)
+class IdentityConfig(AttackConfig):
+    eps: float = param(0.1, doc="declared radius (the attack returns x itself)")
+
+
+class IdentityAttack:
+    def __init__(self, config):
+        self.config = config
+
+    def perturb(self, model, x, y, target=None):
+        return x.clone()
+
+
+class CollapseTestPlugin:
+    @hookimpl
+    def deepscope_register_datasets(self, register):
+        register("collapse-tiny", lambda cfg: tiny_data(n_train=cfg.n_train, n_test=30, shape=(1, 4, 4), classes=3),
+                 TinyConfig)
+
+    @hookimpl
+    def deepscope_register_models(self, register):
+        register("collapse-mlp", lambda cfg, info: nn.Sequential(
+            nn.Flatten(), nn.Linear(info.num_inputs, 10), nn.ReLU(), nn.Linear(10, 6), nn.ReLU(),
+            nn.Linear(6, info.num_classes)), None)
+
+    @hookimpl
+    def deepscope_register_attacks(self, register):
+        register("identity", IdentityAttack, IdentityConfig)
+
+
+@pytest.fixture
+def host():
+    return make_host(deepscope_standard, deepscope_collapse, CollapseTestPlugin())
+
+
+HEAD = """
+[run]
+name = "collapse-test"
+seed = 3
+device = "cpu"
+[data]
+use = "collapse-tiny"
+[model]
+use = "collapse-mlp"
+"""
+
+NC = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4")
+
+
+def test_periodic_probe_logs_every_epoch_on_clean_attacked_and_noisy_data(host, tmp_mlflow):
+    result = run_toml(HEAD + """
+[[stage]]
+do = "train"
+use = "standard"
+epochs = 2
+lr = 0.1
+probes = [{ use = "neural-collapse", every = 1, attack = { use = "pgd", eps = 0.1, steps = 3 },
+            noise = "sign", layers = "all" }]
+""", host, tracking_uri=tmp_mlflow)
+    assert result.status == "FINISHED"
+    m = result.metrics
+    for group in ("clean", "perturbed", "noise"):
+        for key in NC:
+            assert math.isfinite(m[f"probe/neural-collapse/{group}/{key}"]), (group, key)
+        assert math.isfinite(m[f"probe/neural-collapse/{group}/layer/00_2/nc1"])
+    assert m["probe/neural-collapse/perturbed/align/dist"] > 0
+    history = result.state.extras["deepscope_collapse/history"]["probe/neural-collapse"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tmp_mlflow)
+    steps = [p.step for p in client.get_metric_history(result.run_id, "probe/neural-collapse/perturbed/nc1")]
+    assert steps == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "probe/neural-collapse")}
+    assert "probe/neural-collapse/nc_trajectory.png" in artifacts
+    assert "probe/neural-collapse/nc_layers_epoch0002.png" in artifacts
+
+
+def run_probe_stage(host, params: str):
+    return run_toml(HEAD + f"""
+[[stage]]
+do = "train"
+use = "standard"
+epochs = 2
+lr = 0.1
+[[stage]]
+do = "probe"
+use = "neural-collapse"
+{params}
+""", host, track=False)
+
+
+def test_identity_attack_reproduces_clean_metrics_and_targeted_labels_permute_means(host):
+    r = run_probe_stage(host, 'attack = { use = "identity" }\nnoise = "gaussian"\nnoise_eps = 1e-12\nlayers = "all"')
+    m = r.metrics
+    p = "probe/neural-collapse"
+    for key in NC + ("layer/00_2/nc1",):
+        assert m[f"{p}/perturbed/{key}"] == pytest.approx(m[f"{p}/clean/{key}"], rel=1e-9)
+        assert m[f"{p}/noise/{key}"] == pytest.approx(m[f"{p}/clean/{key}"], rel=1e-6)
+    assert m[f"{p}/perturbed/align/dist"] == 0.0 and m[f"{p}/perturbed/align/global_shift"] == 0.0
+
+    t = run_probe_stage(host, 'attack = { use = "identity" }\ntargeted = true').metrics
+    # same inputs, labels y + 1: a permutation of the classes, so NC1 and NC2 are unchanged
+    assert t[f"{p}/perturbed/nc1"] == pytest.approx(t[f"{p}/clean/nc1"], rel=1e-9)
+    assert t[f"{p}/perturbed/nc2_equiangular"] == pytest.approx(t[f"{p}/clean/nc2_equiangular"], rel=1e-9)
+    # and the "class c" mean of the perturbed set is the clean mean of class c - 1
+    state = r.state
+    x, y = state.data.tensors("train")
+    with torch.no_grad():
+        h = state.model.eval().features(x).double()
+    mu = torch.stack([h[y == c].mean(0) for c in range(3)])
+    expected = torch.stack([(mu[c] - mu[(c - 1) % 3]).norm() for c in range(3)]).mean()
+    assert t[f"{p}/perturbed/align/dist"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_ncc_accuracy_matches_brute_force_nearest_centre(host):
+    r = run_toml(HEAD + """
+[[stage]]
+do = "train"
+use = "standard"
+epochs = 2
+lr = 0.1
+[[stage]]
+do = "probe"
+use = "ncc-accuracy"
+attack = { use = "identity" }
+""", host, track=False)
+    state = r.state
+    xc, yc = state.data.tensors("train")
+    x, y = state.data.tensors("test")
+    with torch.no_grad():
+        model = state.model.eval()
+        hc, h = model.features(xc).double(), model.features(x).double()
+        net_pred = model(x).argmax(1)
+    centres = torch.stack([hc[yc == c].mean(0) for c in range(3)])
+    pred = torch.cdist(h, centres).argmin(1)
+    p = "probe/ncc-accuracy"
+    assert r.metrics[f"{p}/clean/ncc_acc"] == pytest.approx(float((pred == y).double().mean()), abs=1e-12)
+    assert r.metrics[f"{p}/perturbed/ncc_acc"] == r.metrics[f"{p}/clean/ncc_acc"]
+    assert r.metrics[f"{p}/clean/net_acc"] == pytest.approx(float((net_pred == y).double().mean()), abs=1e-12)
+    assert r.metrics[f"{p}/clean/ncc_net_agreement"] == pytest.approx(float((pred == net_pred).double().mean()))
+
+
+@pytest.mark.parametrize("params,key", [
+    ('noise = "gaussian"', "noise_eps"),
+    ("targeted = true", "attack"),
+    ('layers = "some"', "layers"),
+])
+def test_bad_probe_parameters_are_config_errors(host, params, key):
+    with pytest.raises(ConfigError) as err:
+        run_probe_stage(host, params)
+    assert key in str(err.value)
+
+
+def test_trades_trains_and_logs_robust_accuracy(host):
+    r = run_toml(HEAD + """
+[[stage]]
+do = "train"
+use = "trades"
+epochs = 2
+lr = 0.05
+eps = 0.1
+step_size = 0.03
+steps = 3
+""", host, track=False)
+    m = r.metrics
+    for key in ("loss", "train_acc", "robust_train_acc", "test_acc"):
+        assert 0 <= m[f"train/trades/{key}"] < 10, key
+    assert r.state.epoch == 2 and r.state.step == 2 * math.ceil(60 / 16)
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples" / "collapse").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_pass_the_config_check(host, path):
+    pipeline = parse_pipeline(path.read_text(), host.registry, file=str(path))
+    probes = [p.spec.name for s in pipeline.stages for p in s.probes] + [s.use for s in pipeline.stages]
+    assert "neural-collapse" in probes and "ncc-accuracy" in probes
+
+
+def test_periodic_probing_leaves_the_training_trajectory_unchanged(host):
+    train = """
+[[stage]]
+do = "train"
+use = "standard"
+epochs = 2
+lr = 0.1
+"""
+    plain = run_toml(HEAD + train, host, track=False).state.model.state_dict()
+    probed = run_toml(HEAD + train + """probes = [{ use = "neural-collapse", attack = { use = "pgd", eps = 0.1, steps = 2 },
+            noise = "gaussian" }, { use = "ncc-accuracy", attack = { use = "pgd", eps = 0.1, steps = 2 } }]
+""", host, track=False).state.model.state_dict()
+    assert all(torch.equal(plain[k], probed[k]) for k in plain)
