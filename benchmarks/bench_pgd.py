@@ -17,56 +17,25 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "standard"))
-
-from deepscope_standard.attacks import pgd  # noqa: E402
+from deepscope_standard.attacks import pgd
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+def registered_model(name: str, shape: tuple[int, int, int]) -> nn.Module:
+    """The standard plugin's model (the same one pipelines use), behind its normalization layer."""
+    from framework.config import structure_component
+    from framework.data import DatasetInfo
+    from framework.plugins import PluginHost
+    from framework.runner import build_network
 
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class ResNet18(nn.Module):
-    """The standard CIFAR ResNet-18: 3x3 stem without max-pool, [2, 2, 2, 2] basic blocks."""
-
-    def __init__(self, classes: int = 10):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
-        layers, cin = [], 64
-        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
-            cin = cout
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x):
-        return self.fc(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1))
-
-
-def lenet5(classes: int = 10) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84),
-                         nn.ReLU(), nn.Linear(84, classes))
+    info = DatasetInfo("bench", 10, shape, (0.5,) * shape[0], (0.25,) * shape[0])
+    spec, issues = structure_component(PluginHost().registry, "model", {"use": name}, "bench")
+    assert not issues, issues
+    return build_network(spec, info)
 
 
 def timed(fn, device: torch.device) -> tuple[float, float]:
@@ -128,11 +97,11 @@ def main(argv=None) -> None:
     args.steps = args.steps or (10 if gpu else 5)
     args.repeats = args.repeats or (10 if gpu else 3)
     torch.manual_seed(0)
-    models = {"resnet-18": (ResNet18, (3, 32, 32)), "lenet-5": (lenet5, (1, 28, 28))}
+    shapes = {"resnet-18": (3, 32, 32), "lenet-5": (1, 28, 28)}
     rows = []
     for name in args.models.split(","):
-        build, shape = models[name]
-        rows += bench(name, build(), shape, args, device)
+        shape = shapes[name]
+        rows += bench(name, registered_model(name, shape), shape, args, device)
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"PGD linf, eps={args.eps:.4g}, {args.steps} steps, batch {args.batch}, median of {args.repeats}; "
           f"{hw}; torch {torch.__version__}")
