@@ -17,6 +17,7 @@ import argparse
 import gzip
 import json
 import math
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,7 +34,8 @@ from deepscope_sparsity.effective import EffectiveMasks, sparsity_report
 from deepscope_sparsity.effective_target import prune_effective
 from framework import DataBundle, DatasetInfo, Network, RunState
 
-DATA = Path("/work/shared/data/fashion-mnist")
+DATA = Path(os.environ.get("DEEPSCOPE_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")) \
+    / "fashion-mnist"
 OUT = Path(__file__).resolve().parents[2] / "docs" / "sparsity"
 MEAN, STD = (0.2860,), (0.3530,)
 

@@ -5,7 +5,7 @@ images in file order (class-balanced 5,000 / 1,000), stored as uint8 with
 ``np.savez_compressed``. Run from the repository root:
 
     .venv/bin/python plugins/standard/scripts/build_fashion_mnist_sample.py \
-        /work/shared/data/fashion-mnist plugins/standard/deepscope_standard/data/fashion_mnist_sample.npz
+        ../shared/data/fashion-mnist plugins/standard/deepscope_standard/data/fashion_mnist_sample.npz
 """
 
 from __future__ import annotations

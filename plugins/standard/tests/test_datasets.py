@@ -26,7 +26,8 @@ from framework import ConfigError, DataError
 from framework.config import structure_component
 from framework.testing import make_host
 
-FMNIST = Path("/work/shared/data/fashion-mnist")
+# the real Fashion-MNIST files beside the checkout (../shared/data, as in development and CI)
+FMNIST = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "fashion-mnist"
 
 
 @pytest.fixture(scope="module")
