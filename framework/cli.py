@@ -192,7 +192,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if "://" not in store:
         store = f"sqlite:///{Path(store).resolve()}"
     try:
-        import flask  # noqa: F401  (full mlflow brings it)
+        import flask  # noqa: F401  (the full mlflow package brings it)
     except ImportError:
         raise DeepscopeError("the MLflow UI needs the full mlflow package; install it with "
                              "`pip install 'deepscope[ui]'`") from None

@@ -1,10 +1,8 @@
-"""Attacks used to audit noisy front-ends: EOT-PGD (white-box) and Square (gradient-free).
+"""Square (Andriushchenko et al., 2020): a gradient-free attack for auditing noisy front-ends.
 
-The gradient-check probe needs a white-box and a black-box attack that it runs
-with identical budgets and seeds. The registered `pgd` of deepscope-standard is
-the one to use in pipelines; this small L-inf/L2 PGD with EOT keeps the probe
-self-contained. Square (Andriushchenko et al., 2020) only queries the loss, so
-it cannot be fooled by uninformative gradients. Neither changes model.training.
+It only queries the model's outputs, so it cannot be fooled by uninformative
+gradients; the gradient-check probe runs it beside deepscope-standard's white-box
+`pgd` with the same budget and seed. It never changes model.training.
 """
 
 from __future__ import annotations
@@ -12,49 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.nn import functional as F
-
-
-def _ce_grad(model, x: torch.Tensor, y: torch.Tensor, eot: int) -> torch.Tensor:
-    """Input gradient of the summed cross-entropy, averaged over ``eot`` noise draws."""
-    x = x.detach().requires_grad_(True)
-    total = torch.zeros_like(x)
-    for _ in range(eot):
-        loss = F.cross_entropy(model(x), y, reduction="sum")
-        total += torch.autograd.grad(loss, x)[0]
-    return total / eot
-
-
-def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return delta.clamp(-eps, eps)
-    flat = delta.flatten(1)
-    scale = (eps / flat.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
-    return (flat * scale[:, None]).view_as(delta)
-
-
-def pgd_eot(model, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 20, step_size: float | None = None,
-            norm: str = "linf", eot: int = 1, random_start: bool = True,
-            generator: torch.Generator | None = None) -> torch.Tensor:
-    """Untargeted PGD on cross-entropy; each step's gradient averages ``eot`` noise draws."""
-    if eps == 0:
-        return x.detach().clone()
-    step_size = 2.5 * eps / steps if step_size is None else step_size
-    if random_start:
-        noise = torch.rand(x.shape, generator=generator).to(x) * 2 - 1
-        delta = _project(noise * eps, eps, norm)
-    else:
-        delta = torch.zeros_like(x)
-    x_adv = (x + delta).clamp(0, 1)
-    for _ in range(steps):
-        grad = _ce_grad(model, x_adv, y, eot)
-        if norm == "linf":
-            step = grad.sign()
-        else:
-            step = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
-        delta = _project(x_adv + step_size * step - x, eps, norm)
-        x_adv = (x + delta).clamp(0, 1).detach()
-    return x_adv
 
 
 def _margin(model, x: torch.Tensor, y: torch.Tensor, eot: int) -> torch.Tensor:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from .attacks import pgd_eot, square_linf
+from deepscope_standard.attacks import pgd
+
+from .attacks import square_linf
 
 
 def correct_over_draws(model, x: torch.Tensor, y: torch.Tensor, draws: int) -> torch.Tensor:
@@ -37,9 +39,10 @@ class GradientCheck:
                 y = y_all[start:start + cfg.batch_size].to(state.device)
                 adv = {
                     "clean": x,
-                    "pgd": pgd_eot(model, x, y, cfg.eps, cfg.steps, eot=cfg.eot, generator=gen),
+                    "pgd": pgd(model, x, y, eps=cfg.eps, steps=cfg.steps, eot=cfg.eot, generator=gen),
                     "square": square_linf(model, x, y, cfg.eps, cfg.queries, eot=cfg.eot, generator=gen),
-                    "large": pgd_eot(model, x, y, cfg.large_eps, cfg.large_eps_steps, eot=cfg.eot, generator=gen),
+                    "large": pgd(model, x, y, eps=cfg.large_eps, steps=cfg.large_eps_steps, eot=cfg.eot,
+                                 generator=gen),
                 }
                 for key, xa in adv.items():
                     hits[key].append(correct_over_draws(model, xa, y, cfg.draws).cpu())

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
-from deepscope_scatternet.attacks import pgd_eot, square_linf
+from deepscope_scatternet.attacks import square_linf
 from deepscope_scatternet.noise import GaussianNoise
 from framework.testing import tiny_data
 
@@ -43,18 +42,6 @@ def mean_accuracy(model, x, y, draws=64):
         return torch.stack([(model(x).argmax(1) == y).float().mean() for _ in range(draws)]).mean().item()
 
 
-def test_eot_pgd_is_at_least_as_strong_as_pgd_on_a_noisy_model():
-    model, (x, y) = trained_noisy_mlp(std=2.0)
-    assert mean_accuracy(model, x, y) > 0.7
-    torch.manual_seed(0)
-    plain = pgd_eot(model, x, y, eps=0.1, steps=10, eot=1, generator=torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
-    eot = pgd_eot(model, x, y, eps=0.1, steps=10, eot=16, generator=torch.Generator().manual_seed(0))
-    acc_plain, acc_eot = mean_accuracy(model, plain, y), mean_accuracy(model, eot, y)
-    assert acc_eot <= acc_plain
-    assert acc_eot < mean_accuracy(model, x, y)
-
-
 def test_standard_pgd_with_eot_is_at_least_as_strong_on_a_noisy_model():
     from deepscope_standard.attacks import pgd
 
@@ -64,17 +51,7 @@ def test_standard_pgd_with_eot_is_at_least_as_strong_on_a_noisy_model():
     torch.manual_seed(0)
     eot = pgd(model, x, y, eps=0.1, steps=10, eot=16, generator=torch.Generator().manual_seed(0))
     assert mean_accuracy(model, eot, y) <= mean_accuracy(model, plain, y)
-
-
-@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])
-def test_pgd_stays_in_the_ball_and_the_box(norm, eps):
-    model, (x, y) = trained_noisy_mlp(std=0.5)
-    adv = pgd_eot(model, x, y, eps=eps, steps=5, norm=norm, eot=2)
-    delta = (adv - x).flatten(1)
-    size = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
-    assert size.max().item() <= eps + 1e-6
-    assert adv.min().item() >= 0 and adv.max().item() <= 1
-    assert not model.training
+    assert mean_accuracy(model, eot, y) < mean_accuracy(model, x, y)
 
 
 def linear_two_class():

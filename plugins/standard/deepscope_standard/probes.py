@@ -16,7 +16,6 @@ def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, 
         return 0.0
     edges = torch.linspace(0.0, 1.0, bins + 1, dtype=torch.float64)[1:-1]
     index = torch.bucketize(confidence, edges, right=False)  # edges[i-1] < c <= edges[i]
-    count = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, torch.ones_like(confidence))
     conf_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, confidence)
     acc_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, correct)
     return float((acc_sum - conf_sum).abs().sum() / confidence.numel())
