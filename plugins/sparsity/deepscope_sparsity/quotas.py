@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from framework import ConfigError
+
 QUOTAS = ("uniform", "uniform-plus", "erk", "igq")
 
 
@@ -40,8 +42,10 @@ def uniform_plus(sizes: Sequence[int], density: float) -> list[float]:
         sparsities = [0.0] + [mid] * len(middle) + [last]
     else:
         sparsities = [0.0, rest]
-    if max(sparsities) > 1.0:
-        raise ValueError(f"'quota' uniform-plus cannot reach density {density:g} on layers of sizes {list(sizes)}")
+    if max(sparsities) > 1.0:  # the dense first layer holds more than the whole budget
+        raise ConfigError(f"quota 'uniform-plus' keeps the first layer dense, so it cannot reach density "
+                          f"{density:g} on layers of sizes {list(sizes)}; lower the compression or use another "
+                          "quota (uniform, erk, igq)", key="quota")
     return [1.0 - s for s in sparsities]
 
 

@@ -68,8 +68,11 @@ def test_uniform_plus_hand_computed():
 
 
 def test_uniform_plus_refuses_unreachable_targets():
-    with pytest.raises(ValueError, match="'quota' uniform-plus"):
+    from framework import ConfigError
+
+    with pytest.raises(ConfigError) as info:
         uniform_plus([1000, 10], 0.001)
+    assert str(info.value).startswith("quota: quota 'uniform-plus' keeps the first layer dense")
 
 
 def test_layer_densities_rejects_unknown_quotas():
