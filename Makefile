@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+PLUGINS := $(patsubst %/pyproject.toml,%,$(sort $(wildcard plugins/*/pyproject.toml)))
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: install run test validate-examples bench clean
@@ -12,7 +12,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 $(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -e ".[ui,test]" $(foreach p,$(PLUGINS),-e $(p))
+	$(PIP) install -e ".[ui,test]" $(foreach p,$(PLUGINS),-e "$(p)[test]")
 	touch $@
 
 install: $(VENV)/.installed
