@@ -53,6 +53,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"No pipeline given: running the quickstart ([cyan]{path}[/]).")
     host = _host()
     pipeline = load_pipeline(path, host.registry)
+    if pipeline.sweep is not None and not args.resume:
+        raise DeepscopeError(f"{path}: $.sweep: this file describes a sweep; run it with `deepscope sweep {path}` "
+                             "(or remove the [sweep] table to run the base point alone)")
     result = run_pipeline(pipeline, host, console=console, tracking_uri=args.tracking_uri,
                           resume_run_id=args.resume)
     _print_results(console, result)
@@ -80,10 +83,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .config import load_pipeline
 
     console = _console(args)
-    pipeline = load_pipeline(args.file, _host().registry)
+    registry = _host().registry
+    pipeline = load_pipeline(args.file, registry)
     stages = ", ".join(f"{s.do}:{s.use}" for s in pipeline.stages) or "(no stages)"
+    sweep = ""
+    if pipeline.sweep is not None:  # every point is checked, as `deepscope sweep` would
+        from .sweep.expand import expand_sweep
+
+        _, points = expand_sweep(pipeline.raw, registry, file=str(args.file))
+        sweep = f"; sweep of {len(points)} points"
     console.print(f"[green]ok[/] {args.file}: data {pipeline.data.name}, model {pipeline.model.name}; "
-                  f"stages {stages}")
+                  f"stages {stages}{sweep}")
     return 0
 
 

@@ -380,15 +380,23 @@ def read_toml(text: str, file: str) -> dict:
         raise ConfigError([ConfigIssue("", f"TOML syntax error: {msg}")], file=loc) from None
 
 
-def load_pipeline(path: str | Path, registry: Registry) -> Pipeline:
+def read_pipeline_file(path: str | Path) -> dict:
+    """Read and parse a pipeline file; every failure is a ConfigError naming the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"no such pipeline file; check the path (cwd is {Path.cwd()})", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not a UTF-8 text file (bad byte at offset {exc.start}); TOML files must be UTF-8",
+                          file=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read the pipeline file: {exc.strerror}", file=str(path)) from None
-    return parse_pipeline(text, registry, file=str(path))
+    return read_toml(text, str(path))
+
+
+def load_pipeline(path: str | Path, registry: Registry) -> Pipeline:
+    return build_pipeline(read_pipeline_file(path), registry, file=str(path))
 
 
 def parse_pipeline(text: str, registry: Registry, file: str = "<string>") -> Pipeline:
@@ -445,7 +453,7 @@ def _build_stages(raw_stages: Any, registry: Registry, issues: list[ConfigIssue]
             issues.append(ConfigIssue(path, f"expected a table, got {_describe(table)}"))
             continue
         do = table.get("do")
-        if do not in STAGE_KINDS:
+        if not isinstance(do, str) or do not in STAGE_KINDS:
             got = f" (got {do!r})" if do is not None else ""
             issues.append(ConfigIssue(f"{path}.do", f"must be one of {', '.join(STAGE_KINDS)}{got}"
                                       + (_close(do, list(STAGE_KINDS)) if isinstance(do, str) else "")))
@@ -467,13 +475,27 @@ def _build_stages(raw_stages: Any, registry: Registry, issues: list[ConfigIssue]
         probes = _build_periodic_probes(probes_raw, registry, f"{path}.probes", issues) if do == "train" else []
         if spec is None:
             continue
+        target = getattr(spec.config, "target", None) if do == "prune" else None
+        if target is not None:
+            try:
+                found = registry.find("prune-target", target)
+            except DuplicateComponentError as exc:
+                issues.append(ConfigIssue(f"{path}.target", str(exc)))
+            else:
+                if found is None:
+                    issues.append(ConfigIssue(f"{path}.target", registry.unknown_message("prune-target", target)))
         missing = [r for r in spec.component.requires if r not in available]
         if missing:
             issues.append(ConfigIssue(path, f"{kind} {spec.name!r} needs {', '.join(missing)}, which no earlier "
                                             f"stage produces ({_producers(missing)})"))
         available.update(STAGE_PROVIDES.get(do, ()))
         available.update(spec.component.provides)
-        stages.append(StageSpec(i, do, spec, name, probes))
+        stage = StageSpec(i, do, spec, name, probes)
+        clash = next((s for s in stages if s.key == stage.key), None)
+        if clash is not None:
+            issues.append(ConfigIssue(f"{path}.name", f"stage {clash.index} already logs its metrics under "
+                                                      f"{stage.key}/...; give this stage a distinct name"))
+        stages.append(stage)
     return stages
 
 

@@ -173,3 +173,26 @@ def test_every_malformed_pipeline_exits_2_naming_file_and_path(case, command, to
     err = " ".join(capsys.readouterr().err.split())
     assert f"{path}" in err and expected in err
     assert "Traceback" not in err
+
+
+SWEEP = PIPELINE + """
+[sweep]
+executor = "{executor}"
+[sweep.grid]
+"stage.0.epochs" = [1, 2]
+"""
+
+
+def test_validate_checks_every_sweep_point(toy_host, tmp_path, capsys):
+    assert main(["validate", str(write(tmp_path, SWEEP.format(executor="inline")))]) == 0
+    assert "sweep of 2 points" in capsys.readouterr().err
+    path = write(tmp_path, SWEEP.format(executor="lcoal"), name="bad.toml")
+    assert main(["validate", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{path}: $.sweep.executor" in err and "lcoal" in err
+
+
+def test_run_refuses_a_sweep_file(toy_host, tmp_path, tmp_mlflow, capsys):
+    path = write(tmp_path, SWEEP.format(executor="inline"))
+    assert main(["run", str(path)]) == 2
+    assert "run it with `deepscope sweep" in " ".join(capsys.readouterr().err.split())

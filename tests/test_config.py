@@ -248,3 +248,34 @@ def test_probes_can_be_a_probe_parameter():
     registry = make_host(toy_plugin, module).registry
     text = NESTED.replace('use = "attacked"', 'use = "hutch"\nprobes = 20')
     assert parse_pipeline(text, registry).stages[0].config.probes == 20
+
+
+def test_do_must_be_a_string(registry):
+    lines = errors_of(GOOD.replace('do = "prune"', 'do = ["prune"]'), registry)
+    assert lines[0].startswith("p.toml: $.stage[0].do: must be one of train, prune, attack")
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path, registry):
+    from framework.config import load_pipeline
+
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[run]\nname = "caf\xe9"\n')
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(path, registry)
+    assert str(info.value) == f"{path}: not a UTF-8 text file (bad byte at offset 17); TOML files must be UTF-8"
+
+
+def test_unknown_prune_target_is_caught_before_running(registry):
+    lines = errors_of(GOOD.replace("compression = 10", 'compression = 10\ntarget = "effectve"'), registry)
+    assert len(lines) == 1
+    assert lines[0].startswith("p.toml: $.stage[0].target: unknown prune-target 'effectve'.")
+    assert "Installed prune-targets: direct." in lines[0]
+
+
+def test_two_stages_may_not_log_under_the_same_key(registry):
+    text = GOOD + '\n[[stage]]\ndo = "attack"\nuse = "shift"\nname = "shift-small"\neps = 0.3\n'
+    assert errors_of(text, registry) == ["p.toml: $.stage[3].name: stage 2 already logs its metrics under "
+                                         "attack/shift-small/...; give this stage a distinct name"]
+    renamed = text.replace('name = "shift-small"\neps = 0.3', 'name = "shift-large"\neps = 0.3')
+    assert [s.key for s in parse_pipeline(renamed, registry).stages][-2:] == ["attack/shift-small",
+                                                                             "attack/shift-large"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from ..config import dump_toml, read_toml
+from ..config import dump_toml, read_pipeline_file
 from ..errors import ConfigError, DeepscopeError
 from .expand import SweepPoint, expand_sweep
 from .record import TERMINAL, SweepRecord
@@ -29,11 +29,7 @@ class SweepPlan:
 
 def plan_sweep(file: str | Path, registry: Any, directory: str | Path | None = None) -> SweepPlan:
     path = Path(file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the sweep file: {exc.strerror}", file=str(path)) from None
-    doc = read_toml(text, str(path))
+    doc = read_pipeline_file(path)
     if "sweep" not in doc:
         raise ConfigError("no [sweep] table: add one with [sweep.grid] (see docs/sweeps.md), or run the file "
                           "with `deepscope run`", file=str(path))
