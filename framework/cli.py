@@ -273,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = args.debug or os.environ.get("DEEPSCOPE_DEBUG") == "1"
+    from .runner import sigterm_as_interrupt
+
+    sigterm_as_interrupt()
     try:
         return int(args.func(args) or 0)
     except DeepscopeError as exc:

@@ -71,6 +71,33 @@ def build_network(spec: ComponentSpec, info) -> Any:
     return Network(body, info.mean, info.std)
 
 
+def sigterm_as_interrupt() -> None:
+    """Treat SIGTERM (kill, scancel, preemption) like Ctrl-C, so the run ends KILLED with its data kept."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def open_tracker(uri: str, experiment: str):
+    """The MLflow tracker, or a user error naming the URI when the store cannot be opened."""
+    from .tracking import Tracker
+
+    try:
+        return Tracker(uri, experiment)
+    except DeepscopeError:
+        raise
+    except Exception as exc:
+        raise DeepscopeError(
+            f"cannot open the MLflow store {uri!r} (experiment {experiment!r}): {type(exc).__name__}: {exc}. "
+            "Check [run] tracking_uri, --tracking-uri or MLFLOW_TRACKING_URI; for a server, check that it runs "
+            "and is reachable.") from None
+
+
 def git_sha() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -122,7 +149,7 @@ def run_pipeline(pipeline: Pipeline, host: PluginHost, *, console: Any = None, t
     from .checkpoint import Checkpointer, MetricLedger, checkpoint_path, pipeline_fingerprint, restore_state
     from .stages import STAGE_RUNNERS
     from .state import RunState, StageContext, snapshot_state_dict
-    from .tracking import Tracker, resolve_tracking_uri
+    from .tracking import resolve_tracking_uri
 
     run = pipeline.run
     try:
@@ -140,20 +167,23 @@ def run_pipeline(pipeline: Pipeline, host: PluginHost, *, console: Any = None, t
     tracker = None
     checkpointer = None
     if track:
-        tracker = MetricLedger(Tracker(uri, run.experiment))
+        tracker = MetricLedger(open_tracker(uri, run.experiment))
         if resume is not None:
             tracker.start(run.name, {}, run_id=resume_run_id)
-            tracker.start_replay(resume["metric_counts"])
         else:
             tracker.start(run.name, {**run_tags(pipeline, host, device), **(extra_tags or {})})
-            tracker.log_params(pipeline.flat_params())
-            tracker.log_bytes("config/pipeline.toml", dump_toml(pipeline.resolved()).encode())
-        if run.checkpoint_every > 0:
-            checkpointer = Checkpointer(checkpoint_path(uri, tracker.run_id), run.checkpoint_every, fingerprint,
-                                        tracker)
     status = "FAILED"
     state = None
-    try:
+    try:  # from here on the run exists in MLflow: whatever happens, it ends with a status
+        if tracker is not None:
+            if resume is not None:
+                tracker.start_replay(resume["metric_counts"])
+            else:
+                tracker.log_params(pipeline.flat_params())
+                tracker.log_bytes("config/pipeline.toml", dump_toml(pipeline.resolved()).encode())
+            if run.checkpoint_every > 0:
+                checkpointer = Checkpointer(checkpoint_path(uri, tracker.run_id), run.checkpoint_every,
+                                            fingerprint, tracker)
         try:
             data = pipeline.data.build()
             model = build_network(pipeline.model, data.info).to(device)

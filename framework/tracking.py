@@ -56,6 +56,8 @@ class Tracker:
     def _experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            if exp.lifecycle_stage == "deleted":  # deleted in the UI: bring it back rather than fail later
+                self.client.restore_experiment(exp.experiment_id)
             return exp.experiment_id
         root = artifact_root_for(self.uri)
         location = f"{root}/{name}" if root else None

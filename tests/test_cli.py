@@ -196,3 +196,33 @@ def test_run_refuses_a_sweep_file(toy_host, tmp_path, tmp_mlflow, capsys):
     path = write(tmp_path, SWEEP.format(executor="inline"))
     assert main(["run", str(path)]) == 2
     assert "run it with `deepscope sweep" in " ".join(capsys.readouterr().err.split())
+
+
+def test_unreachable_tracking_store_is_a_user_error(toy_host, tmp_path, capsys):
+    path = write(tmp_path, PIPELINE.replace('seed = 0', 'seed = 0\ntracking_uri = "bogus://nowhere"'))
+    assert main(["run", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "cannot open the MLflow store 'bogus://nowhere'" in err and "Traceback" not in err
+
+
+def test_sigterm_ends_the_run_killed_with_its_metrics(tmp_path, tmp_mlflow):
+    import os
+    import signal
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    path = write(tmp_path, PIPELINE + '[[stage]]\ndo = "probe"\nuse = "raise"\nerror = "sleep"\n')
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "DEEPSCOPE_PLUGINS_MODULES": "toy_plugin"}
+    proc = subprocess.Popen([sys.executable, "-m", "framework.cli", "run", str(path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "probe sleeping" in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    client = MlflowClient(tmp_mlflow)
+    (run,) = client.search_runs([client.get_experiment_by_name("deepscope").experiment_id])
+    assert run.info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/sgd/loss")] == [1]

@@ -103,7 +103,7 @@ class SynthProbe:
 
 @attrs.define
 class RaiseConfig:
-    error: str = param("runtime", doc="runtime | interrupt | config")
+    error: str = param("runtime", doc="runtime | interrupt | config | sleep")
 
 
 class RaisingProbe:
@@ -117,6 +117,12 @@ class RaisingProbe:
 
         if self.config.error == "interrupt":
             raise KeyboardInterrupt
+        if self.config.error == "sleep":  # waits to be killed by a signal
+            import time
+
+            print("probe sleeping", flush=True)
+            time.sleep(120)
+            return {}
         if self.config.error == "config":
             raise ConfigError("bad value discovered at run time", key="error")
         raise RuntimeError("probe exploded")

@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) < 2:
         print("usage: python -m framework.sweep.worker SWEEP_DIR HASH [HASH ...]", file=sys.stderr)
         return 2
+    from ..runner import sigterm_as_interrupt
+
+    sigterm_as_interrupt()
     record = SweepRecord.open(args[0])
     host = worker_host()
     owner = f"{socket.gethostname()}:{os.getpid()}"
