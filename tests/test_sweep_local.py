@@ -104,3 +104,32 @@ def test_local_sweep_with_two_processes_on_one_fresh_store(tmp_path, monkeypatch
 def test_status_of_a_directory_that_is_not_a_sweep_exits_2(tmp_path, capsys):
     assert main(["sweep", "status", str(tmp_path)]) == 2
     assert "not a sweep directory" in capsys.readouterr().err
+
+
+def test_workers_that_cannot_start_fail_the_sweep_and_close_its_parent(tmp_path, monkeypatch, capsys):
+    # a plugin that imports in the submitting process but not in the workers
+    (tmp_path / "worker_only_broken.py").write_text(
+        "import sys\n"
+        "if sys.argv[0].endswith('worker.py'):\n"
+        "    raise ImportError('broken only inside sweep workers')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("DEEPSCOPE_PLUGINS_MODULES", "toy_plugin,worker_only_broken")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "sweep.toml").write_text(SWEEP.replace('"run.seed" = [0, 1]', '"run.seed" = [0]'))
+    from framework.plugins import set_host
+
+    set_host(make_host(toy_plugin))
+    try:
+        assert main(["sweep", str(tmp_path / "sweep.toml")]) == 1
+    finally:
+        set_host(None)
+    record_dir = tmp_path / "sweeps" / "local"
+    statuses = [json.loads(p.read_text()) for p in (record_dir / "points").glob("*.json")]
+    assert len(statuses) == 2 and {s["status"] for s in statuses} == {"FAILED"}
+    assert all("no worker ran this point" in s["error"] for s in statuses)
+    sweep = json.loads((record_dir / "sweep.json").read_text())
+    client = MlflowClient(tracking_uri=sweep["tracking_uri"])
+    assert client.get_run(sweep["parent_run_id"]).info.status == "FAILED"

@@ -74,12 +74,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     record, started, skipped = submit_sweep(plan, host, force=args.force, tracking_uri=args.tracking_uri,
                                             workers=args.workers, console=console)
     if skipped:
-        console.print(f"{len(skipped)} points already FINISHED were skipped (--force reruns them)")
+        console.print(f"{len(skipped)} points already FINISHED (or still queued on a cluster) were skipped "
+                      "(--force reruns them)")
     from .report import render, rows
 
     table = rows(record)
     render(record, table, console, f"sweep {record.data['name']} ({record.dir})")
-    failed = [r for r in table if r["status"] in ("FAILED", "KILLED")]
+    failed = [r for r in table if r["status"] in ("FAILED", "KILLED", "PENDING")]
     return 1 if failed else 0
 
 

@@ -128,10 +128,15 @@ class LocalExecutor:
         finally:
             for _, log in procs:
                 log.close()
-            for digest in hashes:  # a worker that died hard leaves its point without a final status
-                if record.status(digest).get("status") not in TERMINAL and (record.dir / "claims" / digest).exists():
-                    record.write_status(digest, status="KILLED" if interrupted else "FAILED",
-                                        error="the worker process ended before the point did; see DIR/logs")
+            codes = ", ".join(str(p.returncode) for p, _ in procs)
+            for digest in hashes:  # a worker that died hard, or never started, leaves points without an end
+                if record.status(digest).get("status") in TERMINAL:
+                    continue
+                claimed = (record.dir / "claims" / digest).exists()
+                reason = ("the worker process ended before the point did" if claimed
+                          else f"no worker ran this point (worker exit codes: {codes})")
+                record.write_status(digest, status="KILLED" if interrupted else "FAILED",
+                                    error=f"{reason}; see {record.dir / 'logs'}")
 
 
 class SweepJob:
@@ -203,13 +208,16 @@ class SlurmExecutor:
                                          slurm_max_num_timeout=self.config.max_requeues)
         executor.update_parameters(**self.parameters(submission))
         hashes = list(submission.hashes)
+        for digest in hashes:  # before submitting: a task that starts at once must not be overwritten
+            record.write_status(digest, status="SUBMITTED")
         try:
             jobs = executor.map_array(SweepJob(str(record.dir)), hashes)
         except Exception as exc:  # sbatch refused: bad partition, account, limits...
+            for digest in hashes:
+                record.status_path(digest).unlink(missing_ok=True)
             raise DeepscopeError(f"submitting the job array failed: {exc}") from None
         for digest, job in zip(hashes, jobs):
             record.set_job(digest, str(job.job_id))
-            record.write_status(digest, status="SUBMITTED", job_id=str(job.job_id))
         record.save()
         submission.print(f"submitted {len(jobs)} points as job array {jobs[0].job_id.split('_')[0] if jobs else '-'}"
                          f"; follow it with: deepscope sweep status {record.dir}")

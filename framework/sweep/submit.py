@@ -69,9 +69,13 @@ def submit_sweep(plan: SweepPlan, host: Any, *, force: bool = False, tracking_ur
                                         keys=plan.spec.keys, metrics=plan.spec.metrics)
     for point in plan.points:
         record.add_point(point.hash, point.index, point.values, dump_toml(point.pipeline.resolved()))
+    executor = host.registry.get("executor", plan.spec.executor).build(plan.spec.executor_config)
+    detaches = getattr(executor, "detaches", False)
     to_run, skipped = [], []
     for point in plan.points:
-        if record.status(point.hash).get("status") == "FINISHED" and not force:
+        status = record.status(point.hash).get("status")
+        in_flight = detaches and status in ("SUBMITTED", "RUNNING")  # still queued or running on the cluster
+        if (status == "FINISHED" or in_flight) and not force:
             skipped.append(point.hash)
             continue
         if force:
@@ -85,11 +89,15 @@ def submit_sweep(plan: SweepPlan, host: Any, *, force: bool = False, tracking_ur
     record.data.pop("parent_status", None)
     record.save()
     if to_run:
-        executor = host.registry.get("executor", plan.spec.executor).build(plan.spec.executor_config)
         submission = Submission(record, to_run, workers or plan.spec.workers, host, console)
-        executor.submit(submission)
+        try:
+            executor.submit(submission)
+        except KeyboardInterrupt:
+            record.save()
+            finalize(record)  # the parent run ends KILLED once every point has an end
+            raise
         record.save()
-        if not getattr(executor, "detaches", False):
+        if not detaches:
             finalize(record)
     else:
         finalize(record)
