@@ -74,9 +74,11 @@ def _print_results(console: Any, result: Any) -> None:
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
     if result.tracking_uri:
+        from .tracking import resolve_tracking_uri
+
+        default = result.tracking_uri == resolve_tracking_uri()
         console.print(f"Tracked in [cyan]{result.tracking_uri}[/]. Browse it with: [bold]deepscope ui[/]"
-                      + ("" if result.tracking_uri.startswith("sqlite:///" + str(Path.cwd()))
-                         else f" --store {result.tracking_uri}"))
+                      + ("" if default else f" --store {result.tracking_uri}"))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from .hookspecs import EXTRA_HOOKS, KIND_HOOKS, PROJECT
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "deepscope"
+_HOOK_NAMES = [name for name in dir(hookspecs) if name.startswith("deepscope_")]
 CORE_PLUGIN = "deepscope"
 
 
@@ -66,8 +67,14 @@ class PluginHost:
 
     # -- plugins ------------------------------------------------------------
     def register(self, plugin: Any, name: str, version: str = "0+local", source: str = "registered") -> None:
-        """Register a plugin object (module or instance) under ``name``."""
+        """Register a plugin object (module or instance) under ``name``; a misspelled hook is an error."""
         self.pm.register(plugin, name=name)
+        unknown = sorted(attr for attr in dir(plugin) if getattr(getattr(plugin, attr, None), f"{PROJECT}_impl", None)
+                         is not None and attr not in _HOOK_NAMES)
+        if unknown:
+            self.pm.unregister(name=name)
+            raise PluginLoadError(f"plugin {name} {version} implements unknown hooks {', '.join(unknown)}; "
+                                  f"deepscope's hooks are {', '.join(sorted(_HOOK_NAMES))}")
         self.info[name] = PluginInfo(name, version, source)
         self._registry = None
 

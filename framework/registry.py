@@ -123,8 +123,10 @@ class Registry:
         """The component called ``name`` (or ``plugin:name``); a clashing bare name raises."""
         plugin, sep, short = name.rpartition(":")
         table = self._by_kind.get(kind, {})
-        short = self._aliases.get(kind, {}).get(short, short)
-        clashing = self._conflicts.get(kind, {}).get(short)
+        conflicts = self._conflicts.get(kind, {})
+        if short not in conflicts:  # a clash may be on an alias itself, so look before resolving it
+            short = self._aliases.get(kind, {}).get(short, short)
+        clashing = conflicts.get(short)
         if clashing:
             if not sep:
                 raise self._duplicate_error(kind, short, clashing)

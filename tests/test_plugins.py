@@ -221,3 +221,32 @@ def test_lifecycle_hooks_observe_a_run(tmp_mlflow):
         ("stage_finished", "probe/count", ["probe/count/epoch", "probe/count/params"]),
         ("run_finished", "FINISHED"),
     ]
+
+
+def test_a_misspelled_hook_is_a_load_error(fake_entry_points):
+    typo = plugin_registering("deepscope_register_probe", "p1")  # singular: not a deepscope hook
+    with pytest.raises(PluginLoadError, match="implements unknown hooks deepscope_register_probe"):
+        make_host().register(typo, name="ds-typo")
+    fake_entry_points.append(FakeEntryPoint("ds-typo", "0.1", typo))
+    with pytest.warns(UserWarning, match="ds-typo 0.1 failed to import"):
+        host = PluginHost(strict=False, disabled=())
+    assert "unknown hooks deepscope_register_probe" in host.load_errors["ds-typo"][1]
+    assert "ds-typo" not in host.info
+
+
+def test_a_clash_on_an_alias_is_reported_and_qualified_names_reach_both():
+    module = types.ModuleType("aliased")
+
+    @hookimpl
+    def deepscope_register_models(register):
+        register("x", lambda cfg, info: None, aliases=("y",))
+
+    module.deepscope_register_models = deepscope_register_models
+    host = make_host(strict=False)
+    host.register(module, name="ds-a")
+    host.register(plugin_registering("deepscope_register_models", "y"), name="ds-b")
+    registry = host.registry
+    with pytest.raises(DuplicateComponentError, match="model 'y' is registered twice"):
+        registry.find("model", "y")
+    assert registry.find("model", "ds-b:y").plugin == "ds-b"
+    assert registry.find("model", "x").plugin == "ds-a"
