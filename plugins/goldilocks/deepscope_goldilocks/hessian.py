@@ -235,6 +235,8 @@ def lanczos_top(matmul: Callable[[torch.Tensor], torch.Tensor], dim: int, steps:
     alphas, betas = [], []
     for j in range(steps):
         w = matmul(basis[-1].to(dtype).unsqueeze(0))[0].double()
+        if w.device != basis[-1].device:  # the start vector is drawn on the CPU (reproducible); follow the model
+            basis = [b.to(w.device) for b in basis]
         alpha = torch.dot(w, basis[-1])
         alphas.append(alpha)
         stacked = torch.stack(basis)

@@ -76,7 +76,20 @@ class FullBatchGD:
         model.train(was_training)
 
     def snapshot(self, state, logits, y, x_test, y_test, loss, params, w_init) -> dict[str, float]:
-        """Metrics at the current weights (before this step's update)."""
+        """Metrics at the current weights (before this step's update).
+
+        Test accuracy and sharpness are measured in eval mode, so models with
+        BatchNorm or dropout neither use test-batch statistics nor have their
+        running statistics changed by the measurement.
+        """
+        was_training = state.model.training
+        state.model.eval()
+        try:
+            return self._snapshot(state, logits, y, x_test, y_test, loss, params, w_init)
+        finally:
+            state.model.train(was_training)
+
+    def _snapshot(self, state, logits, y, x_test, y_test, loss, params, w_init) -> dict[str, float]:
         c = self.config
         g = torch.cat([p.grad.reshape(-1) for p in params])
         w = flat_parameters(state.model)

@@ -207,3 +207,20 @@ def test_full_batch_gd_stops_at_the_first_non_finite_loss(goldilocks_host, tmp_m
     assert result.state.epoch < 200
     assert result.state.step == result.state.epoch - 1  # the diverged step is counted, not taken
     assert not math.isfinite(result.metrics["train/full-batch-gd/loss"])
+
+
+@pytest.mark.gpu
+def test_probes_and_full_batch_gd_run_on_cuda(goldilocks_host, tmp_mlflow):
+    stages = PROBES + """
+    [[stage]]
+    do = "train"
+    use = "full-batch-gd"
+    steps = 4
+    log_every = 2
+    sharpness_steps = 5
+    """
+    text = pipeline("", stages).replace("seed = 0", 'seed = 0\n    device = "cuda"')
+    result = run_toml(text, goldilocks_host, tracking_uri=tmp_mlflow)
+    assert result.state.device.type == "cuda"
+    assert math.isfinite(result.metrics["probe/curvature/sharpness"])
+    assert math.isfinite(result.metrics["train/full-batch-gd/sharpness"])
