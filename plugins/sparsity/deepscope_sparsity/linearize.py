@@ -76,6 +76,9 @@ class LinearizedNetwork:
         params = dict(net.named_parameters())
         self.params = {name: params[name] for name in self.names}
         with torch.no_grad():
+            for buffer in net.buffers():  # fixed filters (e.g. Gabor banks) keep their paths, not their signs
+                if buffer.is_floating_point():
+                    buffer.abs_()
             for name, p in params.items():
                 if name in self.params:
                     p.requires_grad_(True)

@@ -142,3 +142,21 @@ def test_cuda_effective_masks_and_synflow_match_cpu():
     got_syn = P.SynflowPruner(SynflowPrunerConfig(compression=10, iterations=5)).prune(gpu, None, 0.1)
     assert all(torch.equal(got[n].cpu(), want[n]) for n in want)
     assert all(torch.equal(got_syn[n].cpu(), want_syn[n]) for n in want_syn)
+
+
+class FixedFilterNet(nn.Module):
+    """A fixed, signed filter bank (a buffer) and a functional ReLU before a prunable layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("bank", torch.tensor([[[[1.0, -1.0]]], [[[-1.0, 1.0]]]]))  # sums to zero
+        self.fc = nn.Linear(2 * 2 * 2, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(nn.functional.conv2d(x, self.bank)).flatten(1))
+
+
+def test_signed_fixed_buffers_do_not_cut_paths_of_a_dense_network():
+    masks = {"fc.weight": torch.ones(3, 8, dtype=torch.bool)}
+    got = effective_masks(FixedFilterNet(), masks, (1, 2, 3))
+    assert got["fc.weight"].all()  # with the buffer's signs kept, x*1 - x*1 = 0 would kill everything
