@@ -64,7 +64,27 @@ def erk(shapes: Sequence[Sequence[int]], density: float) -> list[float]:
         if sparsity[i] < 0:
             sparsity[i - 1] = (sizes[i - 1] * sparsity[i - 1] + sizes[i] * sparsity[i]) / sizes[i - 1]
             sparsity[i] = 0.0
+    if sparsity[0] < 0:  # the walk pushed more than the first layer holds: that density would be lost
+        return erk_resolve(sizes, raw, density)
     return [min(1.0, max(0.0, 1.0 - s)) for s in sparsity]
+
+
+def erk_resolve(sizes: Sequence[int], raw: Sequence[float], density: float) -> list[float]:
+    """ERK with RigL's rule: layers that would be denser than 1 are made dense and k is solved again.
+
+    Used only where the official last-to-first walk would drop density (its first
+    layer overflows, typical of a small first conv); this keeps the overall
+    density exact.
+    """
+    dense: set[int] = set()
+    budget = density * sum(sizes)
+    while True:
+        free = [i for i in range(len(sizes)) if i not in dense]
+        k = (budget - sum(sizes[i] for i in dense)) / sum(sizes[i] * raw[i] for i in free)
+        overflow = {i for i in free if k * raw[i] > 1.0}
+        if not overflow:
+            return [1.0 if i in dense else k * raw[i] for i in range(len(sizes))]
+        dense |= overflow
 
 
 def igq_density(force: float, size: int) -> float:

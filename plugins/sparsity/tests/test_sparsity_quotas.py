@@ -78,3 +78,16 @@ def test_uniform_plus_refuses_unreachable_targets():
 def test_layer_densities_rejects_unknown_quotas():
     with pytest.raises(ValueError, match="'quota'"):
         layer_densities("nope", [(3, 3)], 0.5)
+
+
+VGG16_CIFAR = [(64, 3, 3, 3), (64, 64, 3, 3), (128, 64, 3, 3), (128, 128, 3, 3), (256, 128, 3, 3),
+               (256, 256, 3, 3), (256, 256, 3, 3), (512, 256, 3, 3), (512, 512, 3, 3), (512, 512, 3, 3),
+               (512, 512, 3, 3), (512, 512, 3, 3), (512, 512, 3, 3), (10, 512)]
+
+
+@pytest.mark.parametrize("density", [0.5, 0.2, 0.1, 0.01, 0.001])
+def test_erk_keeps_the_overall_density_exactly_on_vgg16(density):
+    sizes = [math.prod(s) for s in VGG16_CIFAR]
+    densities = erk(VGG16_CIFAR, density)
+    assert all(0.0 < d <= 1.0 for d in densities)
+    assert sum(d * n for d, n in zip(densities, sizes)) == pytest.approx(density * sum(sizes), rel=1e-12)
