@@ -95,3 +95,28 @@ def test_synflow_needs_almost_no_extra_weights():
     wanted = round(total / 30)
     assert count_kept(EffectiveMasks(state.model, SHAPE)(masks)) >= wanted
     assert count_kept(masks) <= 1.05 * wanted
+
+
+class RewindingThirdParty(ThirdPartyMagnitude):
+    """Scores the current (trained) weights, then rewinds them to init, as lottery-ticket code does."""
+
+    def prune(self, state, ctx, density):
+        masks = super().prune(state, ctx, density)
+        state.rewind()
+        return masks
+
+
+def test_every_attempt_starts_from_the_weights_at_entry():
+    state = lenet_like()
+    with torch.no_grad():  # "trained" weights, unlike the ones at init
+        for p in state.model.parameters():
+            p.mul_(-3.0).add_(0.01)
+    trained = {k: v.clone() for k, v in state.model.state_dict().items()}
+    plain = prune_effective(ThirdPartyMagnitude(), state, None, 0.02)
+    rewinding = RewindingThirdParty()
+    masks = prune_effective(rewinding, state, None, 0.02)
+    assert rewinding.calls > 3
+    assert all(torch.equal(plain[n], masks[n]) for n in plain)  # later attempts did not score init weights
+    weights = state.model.state_dict()
+    assert all(torch.equal(weights[k], state.init_state[k]) for k in weights)  # the chosen attempt rewound
+    assert not all(torch.equal(trained[k], state.init_state[k]) for k in trained)
