@@ -48,6 +48,13 @@ def measured_sets(cfg: Any, state: Any, x: torch.Tensor, y: torch.Tensor,
     return sets
 
 
+@torch.no_grad()
+def true_label_accuracy(model, x: torch.Tensor, y: torch.Tensor, batch_size: int, device) -> float:
+    hits = sum(int((model(x[i:i + batch_size].to(device)).argmax(1).cpu() == y[i:i + batch_size]).sum())
+               for i in range(0, len(x), batch_size))
+    return hits / max(len(x), 1)
+
+
 def metric_prefix(set_name: str, layer: str) -> str:
     return f"{set_name}/" if layer == PENULTIMATE else f"{set_name}/layer/{layer}/"
 
@@ -76,7 +83,11 @@ class NeuralCollapseProbe:
             for name, (xs, labels) in sets.items():
                 means[name] = class_means(taps, xs, labels, state.info.num_classes, cfg.batch_size, state.device)
                 scat, acc = scatter(taps, means[name], xs, labels, cfg.batch_size, state.device)
-                metrics[f"{name}/net_acc"] = acc
+                if labels is y:
+                    metrics[f"{name}/net_acc"] = acc
+                else:  # targeted: NC uses the target labels, so `acc` is the attack's success rate
+                    metrics[f"{name}/target_success"] = acc
+                    metrics[f"{name}/net_acc"] = true_label_accuracy(model, xs, y, cfg.batch_size, state.device)
                 for layer in taps.names:
                     nc = collapse_metrics(means[name][layer], scat[layer],
                                           weight if layer == PENULTIMATE else None, cfg.divide_by_classes)

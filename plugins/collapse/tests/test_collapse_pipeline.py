@@ -126,6 +126,10 @@ def test_identity_attack_reproduces_clean_metrics_and_targeted_labels_permute_me
     # same inputs, labels y + 1: a permutation of the classes, so NC1 and NC2 are unchanged
     assert t[f"{p}/perturbed/nc1"] == pytest.approx(t[f"{p}/clean/nc1"], rel=1e-9)
     assert t[f"{p}/perturbed/nc2_equiangular"] == pytest.approx(t[f"{p}/clean/nc2_equiangular"], rel=1e-9)
+    # the identity "attack" changes no prediction: accuracy is the clean one, the target is never hit
+    # unless the network already predicts y + 1
+    assert t[f"{p}/perturbed/net_acc"] == pytest.approx(t[f"{p}/clean/net_acc"])
+    assert t[f"{p}/perturbed/target_success"] <= 1 - t[f"{p}/clean/net_acc"] + 1e-12
     # and the "class c" mean of the perturbed set is the clean mean of class c - 1
     state = r.state
     x, y = state.data.tensors("train")
