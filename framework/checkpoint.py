@@ -29,6 +29,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
+from .tracking import sqlite_path
+
 FORMAT = 1
 FILENAME = "last.pt"
 ENV_DIR = "DEEPSCOPE_CHECKPOINT_DIR"
@@ -37,18 +39,12 @@ ENV_DIR = "DEEPSCOPE_CHECKPOINT_DIR"
 # --------------------------------------------------------------------------- where
 
 
-def _sqlite_file(uri: str | None) -> Path | None:
-    if not uri or not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
-
-
 def checkpoint_root(tracking_uri: str | None) -> Path:
     """The folder that holds one sub-folder of checkpoints per run."""
     env = os.environ.get(ENV_DIR)
     if env:
         return Path(env)
-    db = _sqlite_file(tracking_uri)
+    db = sqlite_path(tracking_uri)
     if db is not None:
         return db.parent / "checkpoints"
     return Path.cwd() / "checkpoints"

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .cli_support import console_for as _console, default_host as _host
 from .errors import DeepscopeError, RunFailed
 from .hookspecs import EXTRA_HOOKS, KIND_HOOKS
 
@@ -20,16 +21,6 @@ QUICKSTART = Path(__file__).with_name("quickstart.toml")
 KINDS = (*KIND_HOOKS, *EXTRA_HOOKS)
 
 
-def _console(args: argparse.Namespace | None = None):
-    from .progress import make_console
-
-    return make_console(quiet=bool(getattr(args, "quiet", False)))
-
-
-def _host():
-    from .plugins import get_host
-
-    return get_host()
 
 
 def _kind(text: str) -> str:
@@ -175,7 +166,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if comp.config_cls is None:
         console.print("(no parameters)")
         return 0
-    attrs.resolve_types(comp.config_cls)
+    try:
+        attrs.resolve_types(comp.config_cls)
+    except Exception:  # an unresolvable forward reference: show the annotation text instead
+        pass
     table = Table()
     for col in ("parameter", "type", "default", "doc"):
         table.add_column(col)

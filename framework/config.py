@@ -491,10 +491,12 @@ def _build_stages(raw_stages: Any, registry: Registry, issues: list[ConfigIssue]
         available.update(STAGE_PROVIDES.get(do, ()))
         available.update(spec.component.provides)
         stage = StageSpec(i, do, spec, name, probes)
-        clash = next((s for s in stages if s.key == stage.key), None)
-        if clash is not None:
-            issues.append(ConfigIssue(f"{path}.name", f"stage {clash.index} already logs its metrics under "
-                                                      f"{stage.key}/...; give this stage a distinct name"))
+        # two stages may share a key only at different steps: a train stage must lie between them
+        clash = next((s for s in stages if s.key == stage.key
+                      and not any(t.do == "train" and t.index > s.index for t in stages)), None)
+        if clash is not None and do != "train":
+            issues.append(ConfigIssue(f"{path}.name", f"stage {clash.index} already logs {stage.key}/... at the "
+                                                      "same step; give this stage a distinct name"))
         stages.append(stage)
     return stages
 

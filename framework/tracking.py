@@ -25,10 +25,11 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
     return uri
 
 
-def sqlite_path(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:///"):
+def sqlite_path(uri: str | None) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (query such as ``?timeout=60`` removed), else None."""
+    if not uri or not uri.startswith("sqlite:///"):
         return None
-    return Path(uri[len("sqlite:///"):])
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
 
 
 def artifact_root_for(uri: str) -> str | None:

@@ -274,8 +274,15 @@ def test_unknown_prune_target_is_caught_before_running(registry):
 
 def test_two_stages_may_not_log_under_the_same_key(registry):
     text = GOOD + '\n[[stage]]\ndo = "attack"\nuse = "shift"\nname = "shift-small"\neps = 0.3\n'
-    assert errors_of(text, registry) == ["p.toml: $.stage[3].name: stage 2 already logs its metrics under "
-                                         "attack/shift-small/...; give this stage a distinct name"]
+    assert errors_of(text, registry) == ["p.toml: $.stage[3].name: stage 2 already logs attack/shift-small/... "
+                                         "at the same step; give this stage a distinct name"]
+    after_training = text.replace('name = "shift-small"\neps = 0.3', 'name = "shift-small"\neps = 0.3\n'
+                                  '[[stage]]\ndo = "train"\nuse = "sgd"\n[[stage]]\ndo = "attack"\nuse = "shift"\n'
+                                  'name = "shift-small"')
+    assert errors_of(after_training, registry)[0].startswith("p.toml: $.stage[3].name:")  # still the first clash
+    before_after = GOOD + '\n[[stage]]\ndo = "train"\nuse = "sgd"\n[[stage]]\ndo = "attack"\nuse = "shift"\n' \
+                          'name = "shift-small"\n'
+    assert parse_pipeline(before_after, registry).stages[-1].key == "attack/shift-small"  # a later step
     renamed = text.replace('name = "shift-small"\neps = 0.3', 'name = "shift-large"\neps = 0.3')
     assert [s.key for s in parse_pipeline(renamed, registry).stages][-2:] == ["attack/shift-small",
                                                                              "attack/shift-large"]

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli_support import console_for as _console, default_host as _host
 from ..errors import DeepscopeError
 
 USAGE = "FILE | status DIR | collect DIR"
@@ -34,18 +35,6 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate and list the points; run nothing")
     p.add_argument("--csv", action="store_true", help="collect: print the CSV instead of a table")
     p.set_defaults(func=cmd_sweep)
-
-
-def _host():
-    from ..plugins import get_host
-
-    return get_host()
-
-
-def _console(args: argparse.Namespace):
-    from ..progress import make_console
-
-    return make_console(quiet=bool(getattr(args, "quiet", False)))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
