@@ -50,12 +50,16 @@ class GradientCheck:
 
 
 def summarize(hits: dict[str, torch.Tensor], margin: float, tolerance: float) -> dict[str, float]:
-    """Accuracies (mean over draws), the per-example worst of both attacks, and the two flags."""
+    """Accuracies: ``*_acc`` is the mean over noise draws, ``*_acc_worst`` needs every draw correct;
+    ``combined_acc`` is the per-example worst of both attacks; and the two flags."""
     acc = {k: v.float().mean().item() for k, v in hits.items()}
     both = (hits["pgd"] & hits["square"]).float().mean().item()
     blackbox_wins = acc["square"] < acc["pgd"] - margin
     large_not_zero = acc["large"] > tolerance
+    worst = {f"{'large_eps' if k == 'large' else k}_acc_worst": v.all(1).float().mean().item()
+             for k, v in hits.items()}  # correct on every noise draw
     return {
+        **worst,
         "clean_acc": acc["clean"],
         "pgd_acc": acc["pgd"],
         "square_acc": acc["square"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import scatternet_testkit
 import torch
 
@@ -63,6 +64,10 @@ def test_summarize_flags_follow_their_definitions():
     assert m["blackbox_beats_whitebox"] == 1.0 and m["large_eps_not_zero"] == 0.0 and m["masking_suspected"] == 1.0
     m = summarize({"clean": ones, "pgd": half, "square": half, "large": half}, margin=0.05, tolerance=0.1)
     assert m["blackbox_beats_whitebox"] == 0.0 and m["large_eps_not_zero"] == 1.0
+    flaky = torch.tensor([[True, False]] * 4 + [[True, True]] * 6)  # 4 examples right on one draw only
+    m = summarize({"clean": flaky, "pgd": half, "square": half, "large": zeros}, margin=0.05, tolerance=0.1)
+    assert m["clean_acc"] == pytest.approx(0.8) and m["clean_acc_worst"] == pytest.approx(0.6)
+    assert m["large_eps_acc_worst"] == 0.0 and m["pgd_acc_worst"] == 0.5
 
 
 def test_noisy_scatternet_trains_and_attacks_with_draws(tmp_mlflow):
