@@ -24,8 +24,8 @@ from .scattering import FrontEndModel
 # Empirical V1 histograms (bin edges, counts), as tabulated by the VOneNet reference.
 ORI_BINS = np.array([-22.5, 22.5, 67.5, 112.5, 157.5])
 ORI_COUNTS = np.array([66.0, 49.0, 77.0, 54.0])
-SF_BINS = np.array([0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0, 11.2])
-SF_COUNTS = np.array([4.0, 4.0, 8.0, 25.0, 32.0, 26.0, 28.0, 12.0, 8.0])
+SF_BINS = np.array([0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0])
+SF_COUNTS = np.array([4.0, 4.0, 8.0, 25.0, 32.0, 26.0, 28.0, 12.0])
 N_BINS = np.logspace(-1, 0.2, 6, base=10)  # nx and ny share these edges
 N_JOINT = np.array([[2.0, 0.0, 1.0, 0.0, 0.0],
                     [8.0, 9.0, 4.0, 1.0, 0.0],
