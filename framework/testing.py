@@ -42,7 +42,12 @@ def template_db() -> Path:
 
         directory = Path(tempfile.mkdtemp(prefix="deepscope-mlflow-template-"))
         db = directory / "mlflow.db"
-        MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+        cwd = os.getcwd()
+        os.chdir(directory)  # MLflow puts its 'Default' experiment's artifacts under the cwd of creation
+        try:
+            MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+        finally:
+            os.chdir(cwd)
         _TEMPLATE_DB = db
     return _TEMPLATE_DB
 

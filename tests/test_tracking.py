@@ -82,7 +82,7 @@ def test_default_uri_is_sqlite_in_cwd(tmp_path, monkeypatch):
     assert resolve_tracking_uri() == "sqlite:////x/y.db"
 
 
-def _runs(uri: str, experiment: str = "Default"):
+def _runs(uri: str, experiment: str = "failures"):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     return client.search_runs([exp.experiment_id])
@@ -92,7 +92,7 @@ FAILING = """
 [run]
 name = "doomed"
 seed = 0
-experiment = "Default"
+experiment = "failures"
 [data]
 use = "tiny"
 [model]
