@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -61,10 +61,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
         x = x.contiguous(memory_format=torch.channels_last)
     alpha = 2.5 * eps / steps if step_size is None else step_size
     amp = _autocast(autocast, x.device)
-    if norm == "linf":  # the feasible box: the ball intersected with [0, 1], as bounds on x_adv
-        low, high = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
-    else:  # bounds on delta = x_adv - x that keep x_adv in [0, 1]
-        low, high = -x, 1.0 - x
+    low, high = _bounds(x, eps, norm)
     best = best_obj = best_success = None
     for _ in range(restarts):
         x_adv = _random_start(x, eps, norm, generator) if random_start else x
@@ -115,6 +112,33 @@ def _input_gradient(model, x_adv, y, target, loss, eot, amp) -> torch.Tensor:
         (g,) = torch.autograd.grad(objective, x_adv)
         grad = g if grad is None else grad.add_(g)
     return grad
+
+
+def ascend(x: torch.Tensor, x_adv: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor], *, eps: float,
+           step_size: float, steps: int, norm: Norm = "linf") -> torch.Tensor:
+    """Projected gradient ascent from ``x_adv``, inside the eps-ball around ``x`` and [0, 1].
+
+    ``gradient(x_adv)`` returns the input gradient of whatever objective the caller
+    maximizes; other plugins' inner maximizations (TRADES' KL) use this loop.
+    """
+    low, high = _bounds(x, eps, norm)
+    x_adv = project(x, x_adv, eps, norm)
+    for _ in range(steps):
+        x_adv = _step(x, x_adv, gradient(x_adv), eps, step_size, norm, low, high)
+    return x_adv.detach()
+
+
+def project(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: Norm = "linf") -> torch.Tensor:
+    """The point of the eps-ball around ``x`` intersected with [0, 1] that ``x_adv`` projects to."""
+    delta = x_adv.detach() - x
+    delta = delta.clamp(-eps, eps) if norm == "linf" else _project_l2(delta, eps)
+    return (x + delta).clamp_(0.0, 1.0)
+
+
+def _bounds(x: torch.Tensor, eps: float, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if norm == "linf":  # the feasible box: the ball intersected with [0, 1], as bounds on x_adv
+        return (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
+    return -x, 1.0 - x  # bounds on delta = x_adv - x that keep x_adv in [0, 1]
 
 
 def _step(x: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, eps: float, alpha: float, norm: str,

@@ -324,3 +324,15 @@ def test_config_validation_messages():
     assert "$.stage[0].eps" in text and "$.stage[0].norm" in text and "$.stage[0].steps" in text
     config = attacks_config.PGDConfig(eps=0.3)
     assert attrs.asdict(config)["step_size"] is None and config.restarts == 1
+
+
+def test_ascend_with_a_constant_gradient_reaches_the_corner_of_the_feasible_box():
+    from deepscope_standard.attacks import ascend, project
+
+    x = torch.tensor([[0.0, 0.5, 0.98]])
+    far = project(x, x + 5.0, 0.1, "linf")
+    assert torch.allclose(far, torch.tensor([[0.1, 0.6, 1.0]]))
+    up = ascend(x, x.clone(), lambda xa: torch.ones_like(xa), eps=0.1, step_size=0.03, steps=10, norm="linf")
+    assert torch.allclose(up, torch.tensor([[0.1, 0.6, 1.0]]))
+    l2 = ascend(x, x.clone(), lambda xa: torch.ones_like(xa), eps=0.1, step_size=0.05, steps=10, norm="l2")
+    assert (l2 - x).norm() <= 0.1 + 1e-6 and l2.min() >= 0 and l2.max() <= 1
