@@ -84,26 +84,33 @@ class PluginHost:
         self._registry = None
 
     def load_entry_points(self) -> None:
+        seen: dict[str, set[str]] = {}  # distribution -> entry-point names already handled
         for ep in md.entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist.name if ep.dist else ep.name
             version = ep.dist.version if ep.dist else "?"
-            if dist in self.disabled or ep.name in self.disabled or dist in self.info:
+            names = seen.setdefault(dist, set())
+            if dist in self.disabled or ep.name in self.disabled or ep.name in names:
+                continue  # the same distribution can be listed twice when it sits twice on sys.path
+            # one plugin per entry point; a distribution's further entry points get their own names
+            plugin_name = dist if not names else f"{dist}/{ep.name}"
+            names.add(ep.name)
+            if plugin_name in self.info:
                 continue
             try:
                 plugin = ep.load()
-                self.register(plugin, name=dist, version=version, source="entry point")
+                self.register(plugin, name=plugin_name, version=version, source="entry point")
             except Exception as exc:  # a broken plugin must not stop the others
                 text = f"{type(exc).__name__}: {exc}"
-                self.load_errors[dist] = (version, text)
-                if self.pm.get_plugin(dist) is not None:
-                    self.pm.unregister(name=dist)
+                self.load_errors[plugin_name] = (version, text)
+                if self.pm.get_plugin(plugin_name) is not None:
+                    self.pm.unregister(name=plugin_name)
                 if self.strict:
                     raise PluginLoadError(
-                        f"plugin {dist} {version} (entry point {ep.value!r}) failed to import: {text}. "
+                        f"plugin {plugin_name} {version} (entry point {ep.value!r}) failed to import: {text}. "
                         "Fix or uninstall it, or unset DEEPSCOPE_STRICT_PLUGINS to load the others anyway."
                     ) from exc
-                warnings.warn(f"deepscope: plugin {dist} {version} failed to import and was skipped: {text}",
-                              stacklevel=2)
+                warnings.warn(f"deepscope: plugin {plugin_name} {version} failed to import and was skipped: "
+                              f"{text}", stacklevel=2)
         self._registry = None
 
     def load_env_modules(self) -> None:

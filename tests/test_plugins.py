@@ -250,3 +250,14 @@ def test_a_clash_on_an_alias_is_reported_and_qualified_names_reach_both():
         registry.find("model", "y")
     assert registry.find("model", "ds-b:y").plugin == "ds-b"
     assert registry.find("model", "x").plugin == "ds-a"
+
+
+def test_every_entry_point_of_a_distribution_loads_and_duplicates_are_skipped(fake_entry_points):
+    first = FakeEntryPoint("ds-multi", "1.0", plugin_registering("deepscope_register_probes", "p1"))
+    second = FakeEntryPoint("ds-multi", "1.0", plugin_registering("deepscope_register_attacks", "a1"))
+    second.name = "extra-attacks"
+    listed_twice = FakeEntryPoint("ds-multi", "1.0", RuntimeError("must not be loaded again"))
+    fake_entry_points.extend([first, second, listed_twice])
+    host = PluginHost(strict=True, disabled=())
+    assert host.registry.get("probe", "p1").plugin == "ds-multi"
+    assert host.registry.get("attack", "a1").plugin == "ds-multi/extra-attacks"
