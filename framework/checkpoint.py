@@ -65,10 +65,31 @@ def pipeline_fingerprint(resolved: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- files
 
 
+def check_plain(value: Any, where: str = "checkpoint") -> None:
+    """Refuse, at save time, anything ``torch.load(weights_only=True)`` would refuse at resume time."""
+    import torch
+
+    if value is None or isinstance(value, (bool, int, float, str, bytes, torch.Tensor, torch.dtype, torch.device)):
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}; checkpoints hold str/int keys")
+            check_plain(item, f"{where}.{key}")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+        return
+    raise TypeError(f"{where} is a {type(value).__name__}, which a weights_only checkpoint cannot hold; save "
+                    "tensors, numbers, strings, lists and dicts (e.g. an object's state_dict())")
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write ``payload`` atomically: readers see the old file or the new one, never half of one."""
     import torch
 
+    check_plain(payload)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)

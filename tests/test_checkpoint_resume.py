@@ -228,3 +228,16 @@ def test_cli_run_resume_continues_the_run_and_reports_bad_ids(tmp_mlflow, tmp_pa
         assert "no checkpoint for run 0123456789abcdef" in capsys.readouterr().err
     finally:
         set_host(None)
+
+
+def test_objects_a_weights_only_load_would_refuse_are_refused_when_saving(tmp_path):
+    from framework.checkpoint import save_checkpoint
+
+    class Scheduler:  # an object that is not its state_dict
+        pass
+
+    with pytest.raises(TypeError, match=r"checkpoint\.trainer\.scheduler is a Scheduler"):
+        save_checkpoint(tmp_path / "c.pt", {"format": 1, "trainer": {"scheduler": Scheduler()}})
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    save_checkpoint(tmp_path / "ok.pt", {"trainer": {"optimizer": {"state": {0: torch.ones(2)}, "lr": [0.1]}}})
+    assert torch.load(tmp_path / "ok.pt", weights_only=True)["trainer"]["optimizer"]["lr"] == [0.1]
