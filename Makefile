@@ -9,10 +9,10 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: install run test validate-examples bench clean
 
-$(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml)
+$(VENV)/.installed: Makefile pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -e ".[ui,test]" $(foreach p,$(PLUGINS),-e "$(p)[test]")
+	$(PIP) install -e ".[ui,test]" $(foreach p,$(PLUGINS),-e $(p))
 	touch $@
 
 install: $(VENV)/.installed
