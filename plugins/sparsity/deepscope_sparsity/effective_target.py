@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+from framework import ConfigError
+
 from .effective import EffectiveMasks, count_kept
 from .masking import alive_masks
 
@@ -28,11 +30,17 @@ def prune_effective(pruner, state, ctx, density):
     # a pruner may change weights (rewinding, iterative scoring), and attempts must not compound
     entry = _weights(state.model)
 
+    refused: list[ConfigError] = []
+
     def attempt(kept):
         nonlocal evaluations
         evaluations += 1
         state.model.load_state_dict(entry)
-        masks = pruner.prune(state, ctx, kept / total)
+        try:
+            masks = pruner.prune(state, ctx, kept / total)
+        except ConfigError as exc:  # e.g. a quota that cannot reach so low a density: too few weights
+            refused.append(exc)
+            return None, -1, None
         merged = {n: alive[n] & masks[n].to(alive[n].device).bool() if n in masks else alive[n] for n in alive}
         return masks, count_kept(effective(merged)), _weights(state.model)
 
@@ -51,6 +59,8 @@ def prune_effective(pruner, state, ctx, density):
                 else:
                     lo = mid
         result, eff, result_weights = best, best_eff, best_weights
+    if result is None:  # refused even when keeping every live weight
+        raise refused[-1]
     state.model.load_state_dict(result_weights)
     if ctx is not None:
         ctx.log_metrics({"effective_search_evaluations": float(evaluations),

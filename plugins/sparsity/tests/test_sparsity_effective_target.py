@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from deepscope_sparsity import pruners as P
 from deepscope_sparsity.configs import MagnitudePrunerConfig, RandomPrunerConfig, SynflowPrunerConfig
 from deepscope_sparsity.effective import EffectiveMasks, count_kept
 from deepscope_sparsity.effective_target import prune_effective
+from framework import ConfigError
 from sparsity_fakes import make_state, mlp
 
 SHAPE = (1, 6, 6)
@@ -120,3 +122,27 @@ def test_every_attempt_starts_from_the_weights_at_entry():
     weights = state.model.state_dict()
     assert all(torch.equal(weights[k], state.init_state[k]) for k in weights)  # the chosen attempt rewound
     assert not all(torch.equal(trained[k], state.init_state[k]) for k in trained)
+
+
+class RefusesLowDensities(ThirdPartyMagnitude):
+    """Like a quota that cannot reach densities below a floor (uniform-plus with a dense first layer)."""
+
+    floor = 0.05
+
+    def prune(self, state, ctx, density):
+        if density < self.floor:
+            raise ConfigError("cannot reach so low a density", key="quota")
+        return super().prune(state, ctx, density)
+
+
+def test_the_search_starts_above_densities_the_pruner_refuses():
+    state = lenet_like()
+    total = sum(p.numel() for p in state.prunable().values())
+    pruner = RefusesLowDensities()
+    masks = prune_effective(pruner, state, None, 0.02)
+    kept = count_kept(masks)
+    assert kept >= math.ceil(RefusesLowDensities.floor * total)  # the smallest budget it accepts, or more
+    assert count_kept(EffectiveMasks(state.model, SHAPE)(masks)) >= math.ceil(0.02 * total)
+    pruner.floor = 2.0  # refuses everything: the pruner's own error comes through
+    with pytest.raises(ConfigError, match="cannot reach so low a density"):
+        prune_effective(pruner, state, None, 0.02)
