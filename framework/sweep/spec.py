@@ -174,12 +174,7 @@ def parse_sweep(table: Any, doc: dict, registry: Registry, file: str = "<string>
         values = _value_list(raw, path, issues)
         if _key_issue(key, doc, path, taken, issues) and values is not None:
             spec.grid[key] = values
-    zips = table.get("zip", [])
-    if isinstance(zips, dict):
-        zips = [zips]
-    if not isinstance(zips, list):
-        issues.append(ConfigIssue("$.sweep.zip", "expected [[sweep.zip]] tables of equally long arrays"))
-        zips = []
+    zips = _table_list(table, "zip", "expected [[sweep.zip]] tables of equally long arrays", issues)
     for i, group in enumerate(zips):
         gpath = f"$.sweep.zip[{i}]"
         if not isinstance(group, dict) or not group:
@@ -198,12 +193,7 @@ def parse_sweep(table: Any, doc: dict, registry: Registry, file: str = "<string>
                 checked[key] = values
         if len(checked) == len(group):
             spec.zip.append(checked)
-    excludes = table.get("exclude", [])
-    if isinstance(excludes, dict):
-        excludes = [excludes]
-    if not isinstance(excludes, list):
-        issues.append(ConfigIssue("$.sweep.exclude", "expected [[sweep.exclude]] tables of dotted key = value"))
-        excludes = []
+    excludes = _table_list(table, "exclude", "expected [[sweep.exclude]] tables of dotted key = value", issues)
     for i, rule in enumerate(excludes):
         rpath = f"$.sweep.exclude[{i}]"
         if not isinstance(rule, dict) or not rule:
@@ -231,3 +221,14 @@ def parse_sweep(table: Any, doc: dict, registry: Registry, file: str = "<string>
     if issues:
         raise ConfigError(issues, file=file)
     return spec
+
+
+def _table_list(table: dict, key: str, expected: str, issues: list) -> list:
+    """``[sweep.KEY]`` or ``[[sweep.KEY]]`` as a list of tables (a wrong shape is an issue)."""
+    value = table.get(key, [])
+    if isinstance(value, dict):
+        return [value]
+    if not isinstance(value, list):
+        issues.append(ConfigIssue(f"$.sweep.{key}", expected))
+        return []
+    return value
