@@ -27,10 +27,10 @@ from deepscope_standard.attacks import pgd
 
 def registered_model(name: str, shape: tuple[int, int, int]) -> nn.Module:
     """The standard plugin's model (the same one pipelines use), behind its normalization layer."""
-    from framework.config import structure_component
-    from framework.data import DatasetInfo
-    from framework.plugins import PluginHost
-    from framework.runner import build_network
+    from deepscope.config import structure_component
+    from deepscope.data import DatasetInfo
+    from deepscope.plugins import PluginHost
+    from deepscope.runner import build_network
 
     info = DatasetInfo("bench", 10, shape, (0.5,) * shape[0], (0.25,) * shape[0])
     spec, issues = structure_component(PluginHost().registry, "model", {"use": name}, "bench")

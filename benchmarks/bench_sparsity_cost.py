@@ -29,7 +29,7 @@ from deepscope_sparsity import pruners as P
 from deepscope_sparsity.configs import RandomPrunerConfig, SynflowPrunerConfig
 from deepscope_sparsity.effective import EffectiveMasks, count_kept
 from deepscope_sparsity.effective_target import prune_effective
-from framework import DataBundle, DatasetInfo, Network, RunState
+from deepscope import DataBundle, DatasetInfo, Network, RunState
 
 VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
 

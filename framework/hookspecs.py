@@ -36,7 +36,7 @@ EXTRA_HOOKS = {
 def deepscope_register_datasets(register):
     """Register datasets: ``register(name, factory, config_cls, *, aliases=(), doc=None)``.
 
-    ``factory(config) -> framework.DataBundle`` with inputs in [0, 1].
+    ``factory(config) -> deepscope.DataBundle`` with inputs in [0, 1].
     """
 
 
@@ -85,7 +85,7 @@ def deepscope_register_executors(register):
 
 @hookspec
 def deepscope_run_started(run):
-    """A pipeline run started; ``run`` is the :class:`framework.RunState`."""
+    """A pipeline run started; ``run`` is the :class:`deepscope.RunState`."""
 
 
 @hookspec
@@ -95,7 +95,7 @@ def deepscope_run_finished(run, status):
 
 @hookspec
 def deepscope_stage_started(run, stage):
-    """A stage (a :class:`framework.config.StageSpec`) is about to run."""
+    """A stage (a :class:`deepscope.config.StageSpec`) is about to run."""
 
 
 @hookspec

@@ -8,10 +8,13 @@ otherwise (``features(x)`` / ``prunable_parameters()`` methods).
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .config import ComponentSpec
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -124,3 +127,12 @@ def mask_sparsity(masks: dict[str, torch.Tensor], model: nn.Module | None = None
             total += m.numel()
             pruned += int((m == 0).sum())
     return pruned / total if total else 0.0
+
+
+def build_network(spec: "ComponentSpec", info: Any) -> Network:
+    """The model component's body behind a normalization layer."""
+    body = spec.build(info)
+    if not isinstance(body, nn.Module):
+        raise TypeError(f"model {spec.name!r} ({spec.component.plugin}) returned {type(body).__name__}, "
+                        "not a torch.nn.Module")
+    return Network(body, info.mean, info.std)

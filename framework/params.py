@@ -34,7 +34,7 @@ def component_param(kind: str, default: Any = None, *, doc: str = "", required: 
 
     TOML: ``attack = { use = "pgd", eps = 0.1, steps = 10 }``; the core checks
     the nested table against that component's config class and stores a
-    :class:`framework.config.ComponentSpec` (call ``.build()``), or ``default``
+    :class:`deepscope.config.ComponentSpec` (call ``.build()``), or ``default``
     when the key is absent. ``default`` may be a dict such as ``{"use": "pgd"}``.
     """
     meta = {"doc": doc, "component": kind}

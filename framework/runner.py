@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from .config import ComponentSpec, Pipeline, dump_toml
+from .config import Pipeline, dump_toml
 from .errors import ConfigError, DeepscopeError, RunFailed
 from .plugins import PluginHost
 
@@ -58,19 +58,6 @@ def pick_device(requested: str):
     if requested == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("MPS was requested but is not available", key="$.run.device")
     return torch.device(requested)
-
-
-def build_network(spec: ComponentSpec, info) -> Any:
-    """The model component's body behind a normalization layer."""
-    from torch import nn
-
-    from .network import Network
-
-    body = spec.build(info)
-    if not isinstance(body, nn.Module):
-        raise TypeError(f"model {spec.name!r} ({spec.component.plugin}) returned {type(body).__name__}, "
-                        "not a torch.nn.Module")
-    return Network(body, info.mean, info.std)
 
 
 def sigterm_as_interrupt() -> None:
@@ -149,6 +136,7 @@ def run_pipeline(pipeline: Pipeline, host: PluginHost, *, console: Any = None, t
     import torch
 
     from .checkpoint import Checkpointer, MetricLedger, checkpoint_path, pipeline_fingerprint, restore_state
+    from .network import build_network
     from .stages import STAGE_RUNNERS
     from .state import RunState, StageContext, snapshot_state_dict
     from .tracking import resolve_tracking_uri

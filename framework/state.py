@@ -17,7 +17,7 @@ import attrs
 import torch
 
 from .data import DataBundle, SyntheticData
-from .network import Network, apply_masks, prunable_parameters
+from .network import Network, apply_masks, build_network, prunable_parameters
 
 if TYPE_CHECKING:
     from .config import ComponentSpec, Pipeline, StageSpec
@@ -53,8 +53,6 @@ class RunState:
 
     def build_model(self, seed: int | None = None) -> Network:
         """A fresh, initialized model of the pipeline's architecture on the run's device."""
-        from .runner import build_network
-
         if seed is not None:
             torch.manual_seed(seed)
         return build_network(self.pipeline.model, self.data.info).to(self.device)

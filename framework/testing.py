@@ -1,4 +1,4 @@
-"""Test kit for deepscope and its plugins (a pytest plugin: ``-p framework.testing``).
+"""Test kit for deepscope and its plugins (a pytest plugin: ``-p deepscope.testing``).
 
 Fixtures:
 - ``tmp_mlflow``: a tracking URI on a copy of one pre-migrated sqlite database

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from framework import hookimpl, param, positive
+from deepscope import hookimpl, param, positive
 
 
 @attrs.define

@@ -16,12 +16,12 @@ from mlflow.tracking import MlflowClient
 
 import resume_toy_plugin
 import toy_plugin
-from framework import DeepscopeError
-from framework.checkpoint import (capture_rng, checkpoint_path, load_checkpoint, restore_rng,
+from deepscope import DeepscopeError
+from deepscope.checkpoint import (capture_rng, checkpoint_path, load_checkpoint, restore_rng,
                                   save_checkpoint)
-from framework.config import parse_pipeline
-from framework.runner import run_pipeline
-from framework.testing import fresh_store, make_host
+from deepscope.config import parse_pipeline
+from deepscope.runner import run_pipeline
+from deepscope.testing import fresh_store, make_host
 
 TESTS = Path(__file__).parent
 
@@ -84,9 +84,9 @@ import os, signal, sys
 import torch
 torch.set_num_threads(1)
 import resume_toy_plugin, toy_plugin
-from framework.config import parse_pipeline
-from framework.runner import run_pipeline
-from framework.testing import make_host
+from deepscope.config import parse_pipeline
+from deepscope.runner import run_pipeline
+from deepscope.testing import make_host
 
 warm = {warm!r}  # a full run here first, so the children fork with everything imported (2 cores are slow)
 run_pipeline(parse_pipeline({text!r}, make_host(toy_plugin, resume_toy_plugin).registry),
@@ -208,8 +208,8 @@ def test_resume_refuses_a_different_pipeline_or_a_run_without_checkpoints(tmp_ml
 
 
 def test_cli_run_resume_continues_the_run_and_reports_bad_ids(tmp_mlflow, tmp_path, monkeypatch, capsys):
-    from framework.cli import main
-    from framework.plugins import set_host
+    from deepscope.cli import main
+    from deepscope.plugins import set_host
 
     monkeypatch.setenv("DEEPSCOPE_PLUGINS_MODULES", "toy_plugin,resume_toy_plugin")
     set_host(None)
@@ -231,7 +231,7 @@ def test_cli_run_resume_continues_the_run_and_reports_bad_ids(tmp_mlflow, tmp_pa
 
 
 def test_objects_a_weights_only_load_would_refuse_are_refused_when_saving(tmp_path):
-    from framework.checkpoint import save_checkpoint
+    from deepscope.checkpoint import save_checkpoint
 
     class Scheduler:  # an object that is not its state_dict
         pass

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import toy_plugin
 
-from framework.cli import main
-from framework.plugins import set_host
-from framework.testing import make_host
+from deepscope.cli import main
+from deepscope.plugins import set_host
+from deepscope.testing import make_host
 
 PIPELINE = """
 [run]
@@ -44,7 +44,7 @@ def write(tmp_path, text, name="p.toml"):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys\nfrom framework.cli import main\n"
+    code = ("import sys\nfrom deepscope.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'torch imported'\nprint('light')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -56,12 +56,12 @@ def test_help_does_not_import_torch():
                                   ["validate", "BROKEN"]])
 def test_inspecting_commands_import_neither_torch_nor_mlflow(argv, tmp_path):
     """Every installed plugin is loaded (strict), yet nothing heavy is imported."""
-    from framework.cli import QUICKSTART
+    from deepscope.cli import QUICKSTART
 
     broken = write(tmp_path, "[run]\nname='x'\n")
     expected_rc = 2 if "BROKEN" in argv else 0
     argv = [str(QUICKSTART) if a == "QUICKSTART" else str(broken) if a == "BROKEN" else a for a in argv]
-    code = ("import sys\nfrom framework.cli import main\n"
+    code = ("import sys\nfrom deepscope.cli import main\n"
             f"rc = main({argv!r})\n"
             "heavy = sorted(m for m in ('torch', 'mlflow') if m in sys.modules)\n"
             "print('rc', rc, 'heavy', heavy)")
@@ -222,7 +222,7 @@ def test_sigterm_ends_the_run_killed_with_its_metrics(tmp_path, tmp_mlflow):
 
     path = write(tmp_path, PIPELINE + '[[stage]]\ndo = "probe"\nuse = "raise"\nerror = "sleep"\n')
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "DEEPSCOPE_PLUGINS_MODULES": "toy_plugin"}
-    proc = subprocess.Popen([sys.executable, "-m", "framework.cli", "run", str(path)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "deepscope.cli", "run", str(path)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
         if "probe sleeping" in line:

@@ -7,9 +7,9 @@ import textwrap
 import pytest
 import toy_plugin
 
-from framework.config import dump_toml, parse_pipeline, read_toml
-from framework.errors import ConfigError
-from framework.testing import make_host
+from deepscope.config import dump_toml, parse_pipeline, read_toml
+from deepscope.errors import ConfigError
+from deepscope.testing import make_host
 
 GOOD = """
 [run]
@@ -167,7 +167,7 @@ def test_read_toml_accepts_toml_1_1_inline_tables():
 
 
 def test_missing_file_is_a_config_error(tmp_path, registry):
-    from framework.config import load_pipeline
+    from deepscope.config import load_pipeline
 
     with pytest.raises(ConfigError) as info:
         load_pipeline(tmp_path / "nope.toml", registry)
@@ -189,7 +189,7 @@ use = "attacked"
 
 
 def test_component_param_default_is_checked_into_a_spec(registry):
-    from framework.config import ComponentSpec
+    from deepscope.config import ComponentSpec
 
     p = parse_pipeline(NESTED, registry)
     attack = p.stages[0].config.attack
@@ -215,7 +215,7 @@ def test_component_param_errors_have_nested_paths(registry):
 
 
 def test_nested_component_runs(registry, tmp_mlflow):
-    from framework.testing import run_toml
+    from deepscope.testing import run_toml
 
     result = run_toml(NESTED + 'attack = { use = "shift", eps = 0.0 }\n', make_host(toy_plugin))
     assert 0.0 <= result.metrics["probe/attacked/acc"] <= 1.0
@@ -232,7 +232,7 @@ def test_probes_can_be_a_probe_parameter():
 
     import attrs
 
-    from framework import hookimpl, param
+    from deepscope import hookimpl, param
 
     @attrs.define
     class HutchConfig:
@@ -256,7 +256,7 @@ def test_do_must_be_a_string(registry):
 
 
 def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path, registry):
-    from framework.config import load_pipeline
+    from deepscope.config import load_pipeline
 
     path = tmp_path / "latin1.toml"
     path.write_bytes(b'[run]\nname = "caf\xe9"\n')

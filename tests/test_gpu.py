@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import toy_plugin
 
-from framework.testing import make_host, run_toml
+from deepscope.testing import make_host, run_toml
 
 PIPELINE = """
 [run]
@@ -42,10 +42,10 @@ def test_core_pipeline_runs_on_cuda(tmp_mlflow):
 
 @pytest.mark.gpu
 def test_quickstart_runs_on_cuda(tmp_mlflow):
-    from framework.config import load_pipeline
-    from framework.plugins import PluginHost
-    from framework.runner import run_pipeline
-    from framework.cli import QUICKSTART
+    from deepscope.config import load_pipeline
+    from deepscope.plugins import PluginHost
+    from deepscope.runner import run_pipeline
+    from deepscope.cli import QUICKSTART
 
     host = PluginHost()
     pipeline = load_pipeline(QUICKSTART, host.registry)

@@ -7,12 +7,12 @@ import types
 import pytest
 import toy_plugin
 
-import framework.plugins as plugins_mod
-from framework import hookimpl
-from framework.config import parse_pipeline
-from framework.errors import ConfigError, DuplicateComponentError, PluginLoadError, UnknownComponentError
-from framework.plugins import PluginHost
-from framework.testing import make_host
+import deepscope.plugins as plugins_mod
+from deepscope import hookimpl
+from deepscope.config import parse_pipeline
+from deepscope.errors import ConfigError, DuplicateComponentError, PluginLoadError, UnknownComponentError
+from deepscope.plugins import PluginHost
+from deepscope.testing import make_host
 
 
 class FakeDist:
@@ -176,7 +176,7 @@ def test_register_rejects_bad_names_and_configs():
 
 
 def test_lifecycle_hooks_observe_a_run(tmp_mlflow):
-    from framework.testing import run_toml
+    from deepscope.testing import run_toml
 
     events = []
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import tomli
 
-from framework.plugins import PluginHost
+from deepscope.plugins import PluginHost
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = tomli.loads((ROOT / "registry.toml").read_text())

@@ -7,12 +7,12 @@ import itertools
 import pytest
 
 import toy_plugin
-from framework import ConfigError
-from framework.config import build_pipeline, load_pipeline, read_toml
-from framework.sweep import expand_sweep
-from framework.sweep.expand import point_hash
-from framework.sweep.submit import plan_sweep
-from framework.testing import make_host
+from deepscope import ConfigError
+from deepscope.config import build_pipeline, load_pipeline, read_toml
+from deepscope.sweep import expand_sweep
+from deepscope.sweep.expand import point_hash
+from deepscope.sweep.submit import plan_sweep
+from deepscope.testing import make_host
 
 BASE = """
 [run]
@@ -92,7 +92,7 @@ def test_hash_is_of_the_resolved_config(registry):
 
 
 def test_a_point_config_written_to_disk_reloads_to_the_same_hash(registry, tmp_path):
-    from framework.config import dump_toml
+    from deepscope.config import dump_toml
 
     _, points = expand(BASE + '[sweep.grid]\n"stage.1.compression" = [2.0, 16.0]\n', registry)
     for p in points:

@@ -7,11 +7,11 @@ from mlflow.tracking import MlflowClient
 
 import resume_toy_plugin
 import toy_plugin
-from framework.config import parse_pipeline
-from framework.hookspecs import hookimpl
-from framework.runner import run_pipeline
-from framework.sweep.submit import plan_sweep, submit_sweep
-from framework.testing import make_host
+from deepscope.config import parse_pipeline
+from deepscope.hookspecs import hookimpl
+from deepscope.runner import run_pipeline
+from deepscope.sweep.submit import plan_sweep, submit_sweep
+from deepscope.testing import make_host
 
 SWEEP = """
 [run]

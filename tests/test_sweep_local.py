@@ -11,9 +11,9 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 import toy_plugin
-from framework.cli import main
-from framework.sweep.submit import plan_sweep, submit_sweep
-from framework.testing import make_host
+from deepscope.cli import main
+from deepscope.sweep.submit import plan_sweep, submit_sweep
+from deepscope.testing import make_host
 
 TESTS = Path(__file__).parent
 
@@ -119,7 +119,7 @@ def test_workers_that_cannot_start_fail_the_sweep_and_close_its_parent(tmp_path,
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "sweep.toml").write_text(SWEEP.replace('"run.seed" = [0, 1]', '"run.seed" = [0]'))
-    from framework.plugins import set_host
+    from deepscope.plugins import set_host
 
     set_host(make_host(toy_plugin))
     try:

@@ -12,11 +12,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import toy_plugin
-from framework.config import load_pipeline
-from framework.sweep.executors import SweepJob
-from framework.sweep.expand import point_hash
-from framework.sweep.submit import plan_sweep, submit_sweep
-from framework.testing import make_host
+from deepscope.config import load_pipeline
+from deepscope.sweep.executors import SweepJob
+from deepscope.sweep.expand import point_hash
+from deepscope.sweep.submit import plan_sweep, submit_sweep
+from deepscope.testing import make_host
 
 TESTS = Path(__file__).parent
 

@@ -7,7 +7,7 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from framework.sweep.store import prepare_store, with_busy_timeout
+from deepscope.sweep.store import prepare_store, with_busy_timeout
 
 WRITER = """
 import sys

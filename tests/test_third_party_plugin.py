@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from framework.testing import fresh_store
+from deepscope.testing import fresh_store
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "third-party-plugin"
 
@@ -30,7 +30,7 @@ def installed_example():
 
 
 def deepscope(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "framework.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "deepscope.cli", *args], capture_output=True, text=True,
                           timeout=600, env={**os.environ, "DEEPSCOPE_STRICT_PLUGINS": "1", **(env or {})},
                           cwd=cwd)
 

@@ -12,8 +12,8 @@ import pytest
 import toy_plugin
 from mlflow.tracking import MlflowClient
 
-from framework.errors import ConfigError, RunFailed
-from framework.testing import make_host, run_toml
+from deepscope.errors import ConfigError, RunFailed
+from deepscope.testing import make_host, run_toml
 
 PIPELINE = """
 [run]
@@ -72,7 +72,7 @@ def test_sqlite_run_has_params_metrics_artifact_tags(tmp_mlflow):
 
 
 def test_default_uri_is_sqlite_in_cwd(tmp_path, monkeypatch):
-    from framework.tracking import resolve_tracking_uri
+    from deepscope.tracking import resolve_tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -6,8 +6,8 @@ import attrs
 import torch
 from torch import nn
 
-from framework import AttackConfig, PrunerConfig, component_param, hookimpl, param, positive
-from framework.testing import tiny_data
+from deepscope import AttackConfig, PrunerConfig, component_param, hookimpl, param, positive
+from deepscope.testing import tiny_data
 
 
 @attrs.define
@@ -113,7 +113,7 @@ class RaisingProbe:
         self.config = config
 
     def measure(self, state, ctx):
-        from framework import ConfigError
+        from deepscope import ConfigError
 
         if self.config.error == "interrupt":
             raise KeyboardInterrupt

@@ -19,7 +19,7 @@ SETS = ("clean", "perturbed", "noise")
 
 
 def host():
-    from framework.testing import make_host
+    from deepscope.testing import make_host
 
     import deepscope_collapse
     import deepscope_standard
@@ -35,7 +35,7 @@ def main() -> None:
 
     from mlflow.tracking import MlflowClient
 
-    from framework.testing import run_toml
+    from deepscope.testing import run_toml
 
     client = MlflowClient(args.store)
     finals = {}

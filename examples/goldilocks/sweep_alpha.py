@@ -69,13 +69,13 @@ sharpness_steps = 0
 def host():
     import deepscope_goldilocks
     import deepscope_standard
-    from framework.testing import make_host
+    from deepscope.testing import make_host
 
     return make_host(deepscope_standard, deepscope_goldilocks)
 
 
 def run(text: str, plugins, tracking_uri) -> dict[str, float]:
-    from framework import parse_pipeline, run_pipeline
+    from deepscope import parse_pipeline, run_pipeline
 
     pipeline = parse_pipeline(text, plugins.registry, file="<sweep>")
     return run_pipeline(pipeline, plugins, tracking_uri=tracking_uri).metrics

@@ -32,7 +32,7 @@ from deepscope_sparsity.configs import (MagnitudePrunerConfig, RandomPrunerConfi
                                         SynflowPrunerConfig)
 from deepscope_sparsity.effective import EffectiveMasks, sparsity_report
 from deepscope_sparsity.effective_target import prune_effective
-from framework import DataBundle, DatasetInfo, Network, RunState
+from deepscope import DataBundle, DatasetInfo, Network, RunState
 
 DATA = Path(os.environ.get("DEEPSCOPE_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")) \
     / "fashion-mnist"

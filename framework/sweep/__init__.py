@@ -13,20 +13,20 @@ from importlib import import_module
 from typing import Any
 
 _LAZY = {
-    "SweepPoint": "framework.sweep.expand",
-    "expand_sweep": "framework.sweep.expand",
-    "SweepSpec": "framework.sweep.spec",
-    "parse_sweep": "framework.sweep.spec",
-    "SweepRecord": "framework.sweep.record",
-    "plan_sweep": "framework.sweep.submit",
-    "submit_sweep": "framework.sweep.submit",
+    "SweepPoint": "deepscope.sweep.expand",
+    "expand_sweep": "deepscope.sweep.expand",
+    "SweepSpec": "deepscope.sweep.spec",
+    "parse_sweep": "deepscope.sweep.spec",
+    "SweepRecord": "deepscope.sweep.record",
+    "plan_sweep": "deepscope.sweep.submit",
+    "submit_sweep": "deepscope.sweep.submit",
 }
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'framework.sweep' has no attribute {name!r}")
+        raise AttributeError(f"module 'deepscope.sweep' has no attribute {name!r}")
     return getattr(import_module(module), name)
 
 

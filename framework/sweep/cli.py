@@ -4,7 +4,7 @@
     deepscope sweep status DIR
     deepscope sweep collect DIR [--csv]
 
-Bad input raises :class:`framework.errors.DeepscopeError` (exit 2); a sweep
+Bad input raises :class:`deepscope.errors.DeepscopeError` (exit 2); a sweep
 with failed points exits 1.
 """
 

@@ -7,7 +7,7 @@ every point of ``submission.hashes``, records each job id with
 ``submission.record.set_job(hash, job_id)``, and either waits for them
 (``detaches = False``) or returns right after submitting (``detaches = True``,
 then ``deepscope sweep status DIR`` reattaches). Workers run points through
-:func:`framework.sweep.worker.run_point`, which writes each point's status.
+:func:`deepscope.sweep.worker.run_point`, which writes each point's status.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Submission:
     console: Any = None
 
     def worker_command(self, hashes: list[str]) -> list[str]:
-        return [sys.executable, "-m", "framework.sweep.worker", str(self.record.dir), *hashes]
+        return [sys.executable, "-m", "deepscope.sweep.worker", str(self.record.dir), *hashes]
 
     def print(self, *args: Any) -> None:
         if self.console is not None:

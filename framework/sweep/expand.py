@@ -1,6 +1,6 @@
 """From one pipeline document and its ``[sweep]`` to checked, hashed points.
 
-Every point is built into a full :class:`framework.config.Pipeline` before
+Every point is built into a full :class:`deepscope.config.Pipeline` before
 anything runs, so one bad combination fails the whole sweep up front, with the
 point named. A point's hash is computed on its *resolved* config (every default
 filled in; the run name, description and tracking URI left out), so the same

@@ -1,4 +1,4 @@
-"""Runs sweep points: in this process (``inline``), or as ``python -m framework.sweep.worker DIR HASH...``.
+"""Runs sweep points: in this process (``inline``), or as ``python -m deepscope.sweep.worker DIR HASH...``.
 
 A worker process loads every installed plugin, plus the modules named in
 ``DEEPSCOPE_PLUGINS_MODULES`` (comma-separated, importable from ``PYTHONPATH``;
@@ -89,7 +89,7 @@ def run_point(record: SweepRecord, digest: str, host: Any, console: Any = None) 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2:
-        print("usage: python -m framework.sweep.worker SWEEP_DIR HASH [HASH ...]", file=sys.stderr)
+        print("usage: python -m deepscope.sweep.worker SWEEP_DIR HASH [HASH ...]", file=sys.stderr)
         return 2
     from ..runner import sigterm_as_interrupt
 

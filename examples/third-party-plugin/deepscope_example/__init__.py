@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import attrs
 
-from framework import PrunerConfig, hookimpl, param
+from deepscope import PrunerConfig, hookimpl, param
 
 
 @attrs.define(kw_only=True)

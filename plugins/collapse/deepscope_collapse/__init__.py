@@ -8,7 +8,7 @@ Importing this module is cheap: only attrs config classes; each factory is a
 
 from __future__ import annotations
 
-from framework import hookimpl
+from deepscope import hookimpl
 
 from .configs import NCCAccuracyConfig, NeuralCollapseConfig, TradesConfig
 

@@ -7,7 +7,7 @@ from typing import Literal, Optional
 import attrs
 
 from deepscope_standard.trainers_config import TrainConfig
-from framework import component_param, non_negative, param, positive
+from deepscope import component_param, non_negative, param, positive
 
 
 @attrs.define(kw_only=True)

@@ -56,7 +56,7 @@ def to_vectors(output: torch.Tensor, spatial: str) -> torch.Tensor:
 
 
 class FeatureTaps:
-    """Forward hooks on a :class:`framework.Network`: one forward gives logits and every read layer."""
+    """Forward hooks on a :class:`deepscope.Network`: one forward gives logits and every read layer."""
 
     def __init__(self, network: nn.Module, layers: str = PENULTIMATE, spatial: str = "avg"):
         self.network = network

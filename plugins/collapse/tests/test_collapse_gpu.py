@@ -10,7 +10,7 @@ from deepscope_collapse.measure import class_means, scatter
 from deepscope_collapse.metrics import collapse_metrics
 from deepscope_collapse.taps import PENULTIMATE, FeatureTaps
 from deepscope_collapse.trades import trades_perturb
-from framework import Network
+from deepscope import Network
 
 
 @pytest.mark.gpu

@@ -12,8 +12,8 @@ from torch import nn
 
 import deepscope_collapse
 import deepscope_standard
-from framework import AttackConfig, ConfigError, hookimpl, param, parse_pipeline
-from framework.testing import make_host, run_toml, tiny_data
+from deepscope import AttackConfig, ConfigError, hookimpl, param, parse_pipeline
+from deepscope.testing import make_host, run_toml, tiny_data
 
 
 @attrs.define

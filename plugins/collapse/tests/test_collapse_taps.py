@@ -8,7 +8,7 @@ from torch import nn
 from deepscope_collapse.measure import class_means, scatter
 from deepscope_collapse.metrics import MeanAccumulator
 from deepscope_collapse.taps import PENULTIMATE, FeatureTaps, block_outputs
-from framework import Network
+from deepscope import Network
 
 
 def mlp() -> nn.Module:

@@ -7,7 +7,7 @@ module is cheap: factories are "module:attr" strings loaded on first use.
 
 from __future__ import annotations
 
-from framework import hookimpl
+from deepscope import hookimpl
 
 from .configs import ConfidenceConfig, CurvatureConfig, FullBatchGDConfig, GaussNewtonConfig
 

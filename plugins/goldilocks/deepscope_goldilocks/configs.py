@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from framework import non_negative, param, positive
+from deepscope import non_negative, param, positive
 
 Dtype = Literal["float32", "float64"]
 Hvp = Literal["forward-over-reverse", "double-backprop"]

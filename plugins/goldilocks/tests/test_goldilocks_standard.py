@@ -8,7 +8,7 @@ import deepscope_standard
 import pytest
 
 import deepscope_goldilocks
-from framework.testing import make_host, run_toml
+from deepscope.testing import make_host, run_toml
 
 PIPELINE = """
 [run]

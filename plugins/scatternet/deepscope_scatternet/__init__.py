@@ -7,7 +7,7 @@ configs load here; every factory is a "module:attr" string.
 
 from __future__ import annotations
 
-from framework import hookimpl
+from deepscope import hookimpl
 
 from . import configs
 

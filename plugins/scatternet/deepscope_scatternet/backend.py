@@ -41,12 +41,12 @@ def _build_from_dict(table: dict, info) -> nn.Module:
         from .configs import FrontendCNNConfig
 
         return build_frontend_cnn(FrontendCNNConfig(**params), info)
-    import framework
-    from framework.config import structure_component
+    import deepscope
+    from deepscope.config import structure_component
 
-    spec, issues = structure_component(framework.get_host().registry, "model", dict(table), "backend")
+    spec, issues = structure_component(deepscope.get_host().registry, "model", dict(table), "backend")
     if issues:
-        raise framework.ConfigError(issues)
+        raise deepscope.ConfigError(issues)
     return spec.build(info)
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 import attrs
 
-from framework import AttackConfig, component_param, in_range, non_negative, param, positive
+from deepscope import AttackConfig, component_param, in_range, non_negative, param, positive
 
 DEFAULT_BACKEND = {"use": "frontend-cnn"}
 

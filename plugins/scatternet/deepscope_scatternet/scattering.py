@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from framework import ConfigError
+from deepscope import ConfigError
 
 from .backend import build_backend
 from .noise import GaussianNoise

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from framework import hookimpl, param, positive
-from framework.data import DataBundle, DatasetInfo
-from framework.testing import tiny_data
+from deepscope import hookimpl, param, positive
+from deepscope.data import DataBundle, DatasetInfo
+from deepscope.testing import tiny_data
 
 
 @attrs.define
@@ -45,7 +45,7 @@ class TemplatesConfig:
 
 
 def templates_data(config) -> DataBundle:
-    """Linearly separable: noisy copies of two random templates (framework.testing.tiny_data)."""
+    """Linearly separable: noisy copies of two random templates (deepscope.testing.tiny_data)."""
     return tiny_data(n_train=128, n_test=64, shape=(1, config.size, config.size), classes=2, seed=3)
 
 

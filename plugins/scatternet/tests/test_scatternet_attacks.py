@@ -7,7 +7,7 @@ from torch import nn
 
 from deepscope_scatternet.attacks import square_linf
 from deepscope_scatternet.noise import GaussianNoise
-from framework.testing import tiny_data
+from deepscope.testing import tiny_data
 
 
 class NoisyMLP(nn.Module):

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import deepscope_scatternet
-from framework.config import load_pipeline
-from framework.testing import make_host
+from deepscope.config import load_pipeline
+from deepscope.testing import make_host
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples" / "scatternet").glob("*.toml"))
 

@@ -11,9 +11,9 @@ from deepscope_scatternet.configs import ScatterNetConfig, VOneNetConfig
 from deepscope_scatternet.noise import set_noise_frozen
 from deepscope_scatternet.scattering import ScatteringFrontEnd, build_scatternet
 from deepscope_scatternet.vone import build_vonenet
-from framework import ConfigError
-from framework.data import DatasetInfo
-from framework.testing import make_host, run_toml
+from deepscope import ConfigError
+from deepscope.data import DatasetInfo
+from deepscope.testing import make_host, run_toml
 
 
 def info(channels=1, size=32, classes=10):

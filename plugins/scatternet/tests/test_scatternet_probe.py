@@ -8,7 +8,7 @@ import torch
 
 import deepscope_scatternet
 from deepscope_scatternet.gradient_check import summarize
-from framework.testing import make_host, run_toml
+from deepscope.testing import make_host, run_toml
 
 PIPELINE = """
     [run]

@@ -8,7 +8,7 @@ lazily through "module:attr" factories.
 
 from __future__ import annotations
 
-from framework import hookimpl
+from deepscope import hookimpl
 
 from . import configs as C
 

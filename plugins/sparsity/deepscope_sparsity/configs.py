@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from framework import PrunerConfig, param, positive
+from deepscope import PrunerConfig, param, positive
 
 Quota = Literal["uniform", "uniform-plus", "erk", "igq"]
 

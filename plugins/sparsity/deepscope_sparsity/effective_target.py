@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from framework import ConfigError
+from deepscope import ConfigError
 
 from .effective import EffectiveMasks, count_kept
 from .masking import alive_masks

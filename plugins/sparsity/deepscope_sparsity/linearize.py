@@ -18,14 +18,14 @@ from torch.nn.modules import activation as _activation
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
-import framework
+import deepscope
 
 _ACTIVATIONS = tuple(
     cls for cls in vars(_activation).values()
     if isinstance(cls, type) and issubclass(cls, nn.Module) and cls is not nn.Module
     and cls is not nn.MultiheadAttention
 )
-_NORMS = (_NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, framework.Normalize)
+_NORMS = (_NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, deepscope.Normalize)
 _MAX_TO_AVG = {nn.MaxPool1d: nn.AvgPool1d, nn.MaxPool2d: nn.AvgPool2d, nn.MaxPool3d: nn.AvgPool3d}
 _ADAPTIVE_MAX_TO_AVG = {nn.AdaptiveMaxPool1d: nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool2d: nn.AdaptiveAvgPool2d,
                         nn.AdaptiveMaxPool3d: nn.AdaptiveAvgPool3d}
@@ -71,7 +71,7 @@ class LinearizedNetwork:
         net.eval()
         self.net = net.double()
         self.input_shape = tuple(input_shape)
-        prunable = framework.prunable_parameters(net)
+        prunable = deepscope.prunable_parameters(net)
         self.names = list(names) if names is not None else list(prunable)
         params = dict(net.named_parameters())
         self.params = {name: params[name] for name in self.names}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from framework import ConfigError
+from deepscope import ConfigError
 
 QUOTAS = ("uniform", "uniform-plus", "erk", "igq")
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from framework import Network, RunState
-from framework.testing import tiny_data
+from deepscope import Network, RunState
+from deepscope.testing import tiny_data
 
 
 def mlp(widths, bn=False, seed=0):

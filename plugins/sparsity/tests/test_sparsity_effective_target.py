@@ -11,7 +11,7 @@ from deepscope_sparsity import pruners as P
 from deepscope_sparsity.configs import MagnitudePrunerConfig, RandomPrunerConfig, SynflowPrunerConfig
 from deepscope_sparsity.effective import EffectiveMasks, count_kept
 from deepscope_sparsity.effective_target import prune_effective
-from framework import ConfigError
+from deepscope import ConfigError
 from sparsity_fakes import make_state, mlp
 
 SHAPE = (1, 6, 6)

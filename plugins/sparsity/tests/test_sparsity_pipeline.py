@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import deepscope_sparsity
-from framework import hookimpl, param, positive
-from framework.testing import make_host, run_toml, tiny_data
+from deepscope import hookimpl, param, positive
+from deepscope.testing import make_host, run_toml, tiny_data
 
 
 @attrs.define

@@ -68,7 +68,7 @@ def test_uniform_plus_hand_computed():
 
 
 def test_uniform_plus_refuses_unreachable_targets():
-    from framework import ConfigError
+    from deepscope import ConfigError
 
     with pytest.raises(ConfigError) as info:
         uniform_plus([1000, 10], 0.001)

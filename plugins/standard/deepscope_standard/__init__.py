@@ -6,7 +6,7 @@ each factory is a "module:attr" string that the core imports on first use.
 
 from __future__ import annotations
 
-from framework import hookimpl
+from deepscope import hookimpl
 
 from . import attacks_config, datasets_config, models_config, probes_config, trainers_config
 

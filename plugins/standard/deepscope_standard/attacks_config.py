@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from framework import AttackConfig, non_negative, param, positive
+from deepscope import AttackConfig, non_negative, param, positive
 
 Norm = Literal["linf", "l2"]
 Loss = Literal["ce", "margin"]

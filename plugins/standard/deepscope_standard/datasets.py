@@ -1,6 +1,6 @@
 """Standard datasets: the embedded Fashion-MNIST sample and the usual full sets.
 
-Everything ends as a :class:`framework.DataBundle` of inputs in [0, 1] and
+Everything ends as a :class:`deepscope.DataBundle` of inputs in [0, 1] and
 int64 labels. The 28x28 sets become float32 ``TensorDataset``s (fast, and
 ``DataBundle.tensors`` slices them without a loader); the 32x32 RGB sets keep
 uint8 storage (a quarter of the memory) and convert per item. The files are
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-from framework import ConfigError, DataBundle, DataError, DatasetInfo
+from deepscope import ConfigError, DataBundle, DataError, DatasetInfo
 
 SAMPLE_FILE = Path(__file__).resolve().parent / "data" / "fashion_mnist_sample.npz"
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from framework import param, positive
+from deepscope import param, positive
 
 _IMPL = "deepscope_standard.datasets"
 

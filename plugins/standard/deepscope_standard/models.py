@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from framework import ConfigError, DatasetInfo
+from deepscope import ConfigError, DatasetInfo
 
 VGG_LAYOUTS = {
     "vgg-11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),

@@ -11,7 +11,7 @@ from typing import Literal
 
 import attrs
 
-from framework import param, positive
+from deepscope import param, positive
 
 _IMPL = "deepscope_standard.models"
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import attrs
 
-from framework import param, positive
+from deepscope import param, positive
 
 from .trainers_config import TrainConfig
 

@@ -169,7 +169,7 @@ def train_model(model: nn.Module, data: DataLoader | Dataset | tuple[torch.Tenso
     ``data`` is a loader, a dataset or ``(x, y)`` tensors (y hard or soft);
     ``test`` (batches) adds ``test_acc`` per epoch; ``lr`` overrides the config's.
     """
-    from framework import apply_masks
+    from deepscope import apply_masks
 
     if lr is not None:
         import attrs

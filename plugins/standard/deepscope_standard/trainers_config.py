@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from framework import component_param, in_range, non_negative, param, positive
+from deepscope import component_param, in_range, non_negative, param, positive
 
 
 @attrs.define(kw_only=True)

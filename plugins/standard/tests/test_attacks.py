@@ -13,8 +13,8 @@ from torch import nn
 
 from deepscope_standard import attacks_config
 from deepscope_standard.attacks import FGSM, PGD, adversarial_objective, attack_succeeded, fgsm, pgd
-from framework import Network, hookimpl
-from framework.testing import make_host, run_toml, tiny_data
+from deepscope import Network, hookimpl
+from deepscope.testing import make_host, run_toml, tiny_data
 
 SHAPE = (1, 6, 6)
 CLASSES = 3
@@ -316,7 +316,7 @@ def test_attack_stage_in_a_pipeline(use, extra):
 
 
 def test_config_validation_messages():
-    from framework.config import structure_config
+    from deepscope.config import structure_config
 
     _, issues = structure_config(attacks_config.PGDConfig, {"eps": -0.1, "norm": "l1", "steps": 0}, "$.stage[0]",
                                  what="attack 'pgd'")

@@ -22,9 +22,9 @@ from torch.utils.data import TensorDataset
 import deepscope_standard
 from deepscope_standard import datasets as ds
 from deepscope_standard.datasets_config import FullDataConfig, MnistLikeConfig, SampleConfig
-from framework import ConfigError, DataError
-from framework.config import structure_component
-from framework.testing import make_host
+from deepscope import ConfigError, DataError
+from deepscope.config import structure_component
+from deepscope.testing import make_host
 
 # the real Fashion-MNIST files beside the checkout (../shared/data, as in development and CI)
 FMNIST = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "fashion-mnist"

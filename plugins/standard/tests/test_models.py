@@ -18,9 +18,9 @@ from torch import nn
 import deepscope_standard
 from deepscope_standard import models as M
 from deepscope_standard.models_config import MODELS
-from framework import ConfigError, DatasetInfo, Network
-from framework.config import structure_component
-from framework.testing import make_host
+from deepscope import ConfigError, DatasetInfo, Network
+from deepscope.config import structure_component
+from deepscope.testing import make_host
 
 GRAY = DatasetInfo("gray", 10, (1, 28, 28), (0.3,), (0.35,))
 RGB = DatasetInfo("rgb", 10, (3, 32, 32), (0.5, 0.45, 0.4), (0.25, 0.25, 0.26))

@@ -12,8 +12,8 @@ from torch import nn
 
 from deepscope_standard import probes_config, trainers_config
 from deepscope_standard.probes import WeightsProbe, expected_calibration_error
-from framework import ConfigError, Network, SyntheticData, hookimpl, prunable_parameters
-from framework.testing import make_host, run_toml, tiny_data
+from deepscope import ConfigError, Network, SyntheticData, hookimpl, prunable_parameters
+from deepscope.testing import make_host, run_toml, tiny_data
 
 SHAPE = (1, 4, 4)
 
@@ -92,7 +92,7 @@ def _distill_config():
     import attrs
     from typing import Optional
 
-    from framework import param
+    from deepscope import param
 
     @attrs.define
     class FirstConfig:

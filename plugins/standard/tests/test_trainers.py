@@ -11,8 +11,8 @@ from torch import nn
 
 from deepscope_standard import attacks_config, probes_config, trainers_config
 from deepscope_standard.trainers import evaluate, lr_factor, make_scheduler, train_model
-from framework import ConfigError, hookimpl
-from framework.testing import make_host, run_toml, tiny_data
+from deepscope import ConfigError, hookimpl
+from deepscope.testing import make_host, run_toml, tiny_data
 
 SHAPE = (1, 4, 4)
 
@@ -69,7 +69,7 @@ class Plugin:
 
     @hookimpl
     def deepscope_register_pruners(self, register):
-        from framework import PrunerConfig
+        from deepscope import PrunerConfig
 
         register("half", HalfPruner, PrunerConfig)
 
@@ -309,10 +309,10 @@ class CrashingPlugin(Plugin):
 @pytest.mark.slow  # three tracked runs (MLflow sqlite)
 @pytest.mark.parametrize("trainer", ["adversarial"])  # the standard trainer shares the loop
 def test_a_crashed_run_resumes_to_the_same_weights(tmp_path, trainer):
-    from framework.config import parse_pipeline
-    from framework.errors import RunFailed
-    from framework.runner import run_pipeline
-    from framework.testing import fresh_store
+    from deepscope.config import parse_pipeline
+    from deepscope.errors import RunFailed
+    from deepscope.runner import run_pipeline
+    from deepscope.testing import fresh_store
 
     attack = 'attack = { use = "pgd", eps = 0.05, steps = 2 }' if trainer == "adversarial" else ""
     text = f"""
