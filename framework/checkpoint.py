@@ -10,28 +10,28 @@ Where checkpoints live: ``DEEPSCOPE_CHECKPOINT_DIR`` if set, else a
 ``checkpoints/`` folder beside a sqlite tracking database, else
 ``./checkpoints``; then ``<root>/<run_id>/last.pt``. Only the newest is kept.
 
-What a checkpoint holds: the model, the masks, the weights at init, synthetic
-data, ``epoch``/``step`` counters, the last value of every metric, RNG states
-(Python, NumPy, torch, CUDA), how many values of each metric were logged (so a
-resumed run neither loses nor repeats a metric step), where to continue
-(``next_stage`` and ``stage_epoch``) and, mid-stage, the trainer's own objects
-(optimizer, scheduler: anything with ``state_dict``/``load_state_dict``).
+What a checkpoint holds: the run state (``RunState.state_dict()``: model,
+masks, weights at init, every distilled set, counters, the last value of every
+metric, the plain entries of ``state.extras``), RNG states (Python, NumPy,
+torch, CUDA), how many values of each metric were logged (so a resumed run
+neither loses nor repeats a metric step), where to continue (``next_stage``,
+``stage_epoch``, ``stage_step``) and, mid-stage, the component's own objects
+(:func:`to_plain`: optimizers and schedulers by ``state_dict``, private
+``torch.Generator`` states, plain tensors, numbers, lists and dicts).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 import tempfile
-from collections import Counter
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from .tracking import sqlite_path
 
-FORMAT = 1
+FORMAT = 2
 FILENAME = "last.pt"
 ENV_DIR = "DEEPSCOPE_CHECKPOINT_DIR"
 
@@ -52,14 +52,6 @@ def checkpoint_root(tracking_uri: str | None) -> Path:
 
 def checkpoint_path(tracking_uri: str | None, run_id: str) -> Path:
     return checkpoint_root(tracking_uri) / run_id / FILENAME
-
-
-def pipeline_fingerprint(resolved: Mapping[str, Any]) -> str:
-    """A hash of what runs (name, description and tracking URI left out): a resume must match it."""
-    run = {k: v for k, v in resolved.get("run", {}).items() if k not in ("name", "description", "tracking_uri")}
-    doc = {**resolved, "run": run}
-    text = json.dumps(doc, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- files
@@ -83,6 +75,15 @@ def check_plain(value: Any, where: str = "checkpoint") -> None:
         return
     raise TypeError(f"{where} is a {type(value).__name__}, which a weights_only checkpoint cannot hold; save "
                     "tensors, numbers, strings, lists and dicts (e.g. an object's state_dict())")
+
+
+def is_plain(value: Any) -> bool:
+    """Whether :func:`check_plain` accepts ``value``."""
+    try:
+        check_plain(value)
+    except TypeError:
+        return False
+    return True
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -162,131 +163,104 @@ def restore_rng(saved: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states)
 
 
-# --------------------------------------------------------------------------- run state
+# --------------------------------------------------------------------------- a component's objects
 
 
-def _cpu(tensors: Mapping[str, Any]) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in tensors.items()}
-
-
-def _plain_extras(extras: Mapping[str, Any]) -> dict:
+def to_plain(obj: Any) -> Any:
+    """What is saved for one object passed as ``checkpoint=``: its ``state_dict()``, a generator's state,
+    or the plain value itself (refused at save time if a weights_only load could not read it)."""
     import torch
 
-    return {k: v for k, v in extras.items()
-            if isinstance(v, (int, float, str, bool, torch.Tensor)) and not isinstance(v, type)}
-
-
-def state_payload(state: Any, *, next_stage: int, stage_epoch: int, objects: Mapping[str, Any] | None,
-                  fingerprint: str, metric_counts: Mapping[str, int]) -> dict:
-    """Everything needed to continue ``state`` at stage ``next_stage`` after ``stage_epoch`` of its epochs."""
-    synthetic = None
-    if state.synthetic is not None:
-        synthetic = {"x": state.synthetic.x.detach().cpu(), "y": state.synthetic.y.detach().cpu(),
-                     "lr": state.synthetic.lr, "extras": _plain_extras(state.synthetic.extras)}
-    trainer = {}
-    for name, obj in (objects or {}).items():
-        trainer[name] = obj.state_dict() if hasattr(obj, "state_dict") else obj
-    return {
-        "format": FORMAT,
-        "fingerprint": fingerprint,
-        "next_stage": int(next_stage),
-        "stage_epoch": int(stage_epoch),
-        "epoch": int(state.epoch),
-        "step": int(state.step),
-        "model": _cpu(state.model.state_dict()),
-        "init_state": _cpu(state.init_state),
-        "masks": _cpu(state.masks),
-        "synthetic": synthetic,
-        "latest": {k: float(v) for k, v in state.latest.items()},
-        "metric_counts": {k: int(v) for k, v in metric_counts.items()},
-        "rng": capture_rng(),
-        "trainer": trainer,
-    }
-
-
-def restore_state(state: Any, payload: Mapping[str, Any]) -> None:
-    """Put a checkpoint's model, masks, counters, synthetic data and RNG back into ``state``."""
-    from .data import SyntheticData
-
-    device = state.device
-    state.model.load_state_dict(payload["model"])
-    state.init_state = {k: v.to(device) for k, v in payload["init_state"].items()}
-    state.masks = {k: v.to(device) for k, v in payload["masks"].items()}
-    state.apply_masks()
-    syn = payload.get("synthetic")
-    if syn is not None:
-        state.synthetic = SyntheticData(syn["x"].to(device), syn["y"].to(device), syn["lr"], dict(syn["extras"]))
-    state.epoch = int(payload["epoch"])
-    state.step = int(payload["step"])
-    state.latest.update(payload["latest"])
-    restore_rng(payload["rng"])
+    if isinstance(obj, torch.Generator):
+        return obj.get_state()
+    if hasattr(obj, "state_dict") and callable(obj.state_dict):
+        return obj.state_dict()
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    return obj
 
 
 def load_into(obj: Any, saved: Any) -> Any:
-    """Restore one trainer object: ``load_state_dict`` when it has one, else return the saved value."""
-    if hasattr(obj, "load_state_dict"):
+    """Restore one object in place where it can be, and return the restored value.
+
+    Objects with ``load_state_dict`` load it; a ``torch.Generator`` gets its state back; a tensor is
+    overwritten in place (``copy_``, under ``no_grad``, so a leaf that requires grad stays a leaf); a list
+    or dict is refilled. Immutable values (numbers, strings) cannot change in place: the saved value is
+    returned, and :attr:`StageContext.restored` holds it.
+    """
+    import torch
+
+    if isinstance(obj, torch.Generator):
+        obj.set_state(saved)
+        return obj
+    if hasattr(obj, "load_state_dict") and callable(obj.load_state_dict):
         obj.load_state_dict(saved)
+        return obj
+    if isinstance(obj, torch.Tensor):
+        if obj.shape != saved.shape:
+            raise ValueError(f"cannot restore a tensor of shape {tuple(obj.shape)} from one of shape "
+                             f"{tuple(saved.shape)}; build it with the saved shape before ctx.resume")
+        with torch.no_grad():
+            obj.copy_(saved.to(device=obj.device, dtype=obj.dtype))
+        return obj
+    if isinstance(obj, list):
+        obj[:] = list(saved)
+        return obj
+    if isinstance(obj, dict):
+        obj.clear()
+        obj.update(saved)
         return obj
     return saved
 
 
-# --------------------------------------------------------------------------- metrics
-
-
-class MetricLedger:
-    """Wraps the tracker: counts values logged per key, and on resume drops the ones already in MLflow.
-
-    A run killed after its last checkpoint has logged some metrics that the
-    resumed run recomputes. The checkpoint says how many values of each key
-    were logged when it was written; MLflow's history beyond that count is the
-    "replay window", and exactly those (key, step) entries are skipped once
-    each when logged again. Steps of one key never decrease in deepscope, so
-    the first ``count`` values in step order are the ones before the checkpoint.
-    """
-
-    def __init__(self, tracker: Any):
-        self.tracker = tracker
-        self.counts: Counter = Counter()
-        self.replay: Counter = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.tracker, name)
-
-    def start_replay(self, counts_at_checkpoint: Mapping[str, int]) -> None:
-        client, run_id = self.tracker.client, self.tracker.run_id
-        self.counts = Counter({k: int(v) for k, v in counts_at_checkpoint.items()})
-        self.replay = Counter()
-        for key in client.get_run(run_id).data.metrics:
-            history = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-            for m in history[self.counts.get(key, 0):]:
-                self.replay[(key, int(m.step))] += 1
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        fresh = {}
-        for key, value in metrics.items():
-            self.counts[key] += 1
-            if self.replay.get((key, int(step)), 0) > 0:
-                self.replay[(key, int(step))] -= 1
-                continue
-            fresh[key] = value
-        if fresh:
-            self.tracker.log_metrics(fresh, step)
+# --------------------------------------------------------------------------- when to save
 
 
 class Checkpointer:
-    """Saves a run's checkpoints every ``every`` epochs of a stage and at every stage boundary."""
+    """Decides when a run saves, and writes its checkpoints.
 
-    def __init__(self, path: Path, every: int, fingerprint: str, ledger: MetricLedger):
+    Epoch loops save every ``every`` epochs of a stage, step loops every ``every_steps`` steps, and either
+    also when ``minutes`` have passed since the last save; every stage boundary is saved too.
+    """
+
+    def __init__(self, path: Path, fingerprint: str, ledger: Any, *, every: int = 0, every_steps: int = 0,
+                 minutes: float = 0.0, clock=time.monotonic):
         self.path = Path(path)
         self.every = int(every)
+        self.every_steps = int(every_steps)
+        self.minutes = float(minutes)
         self.fingerprint = fingerprint
         self.ledger = ledger
+        self.clock = clock
+        self.last_save = clock()
+
+    def _time_due(self) -> bool:
+        return self.minutes > 0 and self.clock() - self.last_save >= 60 * self.minutes
 
     def due(self, stage_epoch: int) -> bool:
-        return self.every > 0 and stage_epoch > 0 and stage_epoch % self.every == 0
+        """Whether an epoch loop that just finished its ``stage_epoch``-th epoch should save."""
+        if stage_epoch <= 0:
+            return False
+        return (self.every > 0 and stage_epoch % self.every == 0) or self._time_due()
 
-    def save(self, state: Any, *, next_stage: int, stage_epoch: int = 0,
+    def due_step(self, stage_step: int) -> bool:
+        """Whether a step loop that just finished its ``stage_step``-th step should save."""
+        if stage_step <= 0:
+            return False
+        return (self.every_steps > 0 and stage_step % self.every_steps == 0) or self._time_due()
+
+    def save(self, state: Any, *, next_stage: int, stage_epoch: int = 0, stage_step: int = 0,
              objects: Mapping[str, Any] | None = None) -> None:
-        save_checkpoint(self.path, state_payload(state, next_stage=next_stage, stage_epoch=stage_epoch,
-                                                 objects=objects, fingerprint=self.fingerprint,
-                                                 metric_counts=self.ledger.counts))
+        payload = {
+            "format": FORMAT,
+            "fingerprint": self.fingerprint,
+            "next_stage": int(next_stage),
+            "stage_epoch": int(stage_epoch),
+            "stage_step": int(stage_step),
+            "state": state.state_dict(),
+            "metric_counts": {k: int(v) for k, v in self.ledger.counts.items()},
+            "rng": capture_rng(),
+            "objects": {name: to_plain(obj) for name, obj in (objects or {}).items()},
+        }
+        save_checkpoint(self.path, payload)
+        self.last_save = self.clock()

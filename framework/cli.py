@@ -15,20 +15,19 @@ from typing import Any, Sequence
 
 from .cli_support import console_for as _console, default_host as _host
 from .errors import DeepscopeError, RunFailed
-from .hookspecs import EXTRA_HOOKS, KIND_HOOKS
 
 QUICKSTART = Path(__file__).with_name("quickstart.toml")
-KINDS = (*KIND_HOOKS, *EXTRA_HOOKS)
+#: the pseudo-kind of `deepscope list stages` / `deepscope show stage NAME`
+STAGE = "stage"
 
 
-
-
-def _kind(text: str) -> str:
+def _kind(text: str, registry: Any) -> str:
+    """A component kind (or ``stage``) from what the user typed: singular or plural."""
     text = text.strip().lower()
-    for kind in KINDS:
+    for kind in (*registry.kinds, STAGE):
         if text in (kind, kind + "s", kind + "es"):
             return kind
-    raise DeepscopeError(f"unknown component kind {text!r}; kinds are: {', '.join(KINDS)}")
+    raise DeepscopeError(f"unknown component kind {text!r}; kinds are: {', '.join((*registry.kinds, STAGE))}")
 
 
 # --------------------------------------------------------------------------- commands
@@ -118,10 +117,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         table.add_column(col)
     for p in host.plugins():
         parts = []
-        for kind in KINDS:
+        for kind in registry.kinds:
             names = [c.name for c in registry.components(kind) if c.plugin == p.name]
             if names:
                 parts.append(f"{kind}: {', '.join(names)}")
+        stage_kinds = [k.name for k in registry.stage_kinds.values() if k.plugin == p.name]
+        if stage_kinds:
+            parts.append(f"stage kinds: {', '.join(stage_kinds)}")
+        added = [k.name for k in registry.component_kinds.values() if k.plugin == p.name and p.source != "builtin"]
+        if added:
+            parts.append(f"component kinds: {', '.join(added)}")
         table.add_row(p.name, p.version, "\n".join(parts) or "(nothing)")
     console.print(table)
     for dist, (ver, err) in sorted(registry.load_errors.items()):
@@ -135,8 +140,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     registry = _host().registry
-    kinds = [_kind(args.kind)] if args.kind else list(KINDS)
+    kinds = [_kind(args.kind, registry)] if args.kind else list(registry.kinds)
     console = _console(args)
+    if kinds == [STAGE]:
+        return _list_stage_kinds(console, registry)
     table = Table(title="deepscope components")
     for col in ("kind", "name", "plugin", "summary"):
         table.add_column(col)
@@ -148,6 +155,35 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_stage_kinds(console: Any, registry: Any) -> int:
+    from rich.table import Table
+
+    table = Table(title="deepscope stage kinds (do = ...)")
+    for col in ("do", "uses", "provides", "plugin", "summary"):
+        table.add_column(col)
+    for kind in registry.stage_kinds.values():
+        name = kind.name + (f" ({', '.join(kind.aliases)})" if kind.aliases else "")
+        table.add_row(name, kind.component_kind, ", ".join(kind.provides), kind.plugin, kind.doc)
+    console.print(table)
+    return 0
+
+
+def _show_stage_kind(console: Any, registry: Any, name: str) -> int:
+    kind = registry.stage_kind(name)
+    if kind is None:
+        raise DeepscopeError(f"unknown stage kind {name!r}; stage kinds are "
+                             f"{', '.join(sorted([*registry.stage_kinds, *registry.stage_aliases]))}")
+    console.print(f"[bold]do = \"{kind.name}\"[/] from {kind.plugin}: {kind.doc}")
+    console.print(f"uses: a {kind.component_kind} (`deepscope list {kind.component_kind}`)")
+    if kind.aliases:
+        console.print(f"also written: {', '.join(kind.aliases)}")
+    if kind.provides:
+        console.print(f"provides to later stages: {', '.join(kind.provides)}")
+    keys = ["do", "use", "name"] + (["probes"] if kind.probes else []) + (["data"] if kind.selects_data else [])
+    console.print(f"stage keys: {', '.join(keys)}; every other key is a parameter of the {kind.component_kind}")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     import attrs
     from rich.markup import escape
@@ -155,14 +191,21 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     from .params import describe_type, field_doc
 
-    comp = _host().registry.get(_kind(args.kind), args.name)
+    registry = _host().registry
+    kind = _kind(args.kind, registry)
     console = _console(args)
+    if kind == STAGE:
+        return _show_stage_kind(console, registry, args.name)
+    comp = registry.get(kind, args.name)
     console.print(f"[bold]{comp.kind} {comp.name}[/] from {comp.plugin} {comp.version}")
     doc = comp.doc or (comp.config_cls.__doc__ if comp.config_cls else "")
     if doc:
         console.print(doc.strip())
     if comp.requires:
         console.print(f"needs: {', '.join(comp.requires)}")
+    contract = registry.component_kinds[comp.kind].contract
+    if contract:
+        console.print(f"contract: {contract}")
     if comp.config_cls is None:
         console.print("(no parameters)")
         return 0
@@ -235,10 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("list", help="registered components, optionally of one KIND")
-    p.add_argument("kind", nargs="?", help=f"one of: {', '.join(KINDS)}")
+    p.add_argument("kind", nargs="?", help="dataset, model, trainer, pruner, attack, distiller, probe, any kind a "
+                                           "plugin adds, or stages (the do = ... kinds)")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", help="a component's parameters: type, default, doc")
+    p = sub.add_parser("show", help="a component's parameters: type, default, doc (or: show stage NAME)")
     p.add_argument("kind")
     p.add_argument("name")
     p.set_defaults(func=cmd_show)

@@ -14,7 +14,8 @@ PROJECT = "deepscope"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-#: component kind -> the registration hook that provides it
+#: the core's component kinds -> their registration hooks (plugins may add kinds: see
+#: ``deepscope_register_component_kinds``); every contract is a Protocol in :mod:`deepscope.contracts`
 KIND_HOOKS = {
     "dataset": "deepscope_register_datasets",
     "model": "deepscope_register_models",
@@ -33,41 +34,85 @@ EXTRA_HOOKS = {
 
 
 @hookspec
-def deepscope_register_datasets(register):
-    """Register datasets: ``register(name, factory, config_cls, *, aliases=(), doc=None)``.
+def deepscope_register_component_kinds(register):
+    """Add component kinds: ``register(name, *, doc="", config_base=None, contract="", listed=True)``.
 
-    ``factory(config) -> deepscope.DataBundle`` with inputs in [0, 1].
+    Components of a plugin-added kind register through :func:`deepscope_register_components`.
+    ``config_base``: every component config of the kind must subclass it (checked at registration).
+    ``contract``: the dotted name of the Protocol its components follow, shown by ``deepscope show``.
+    """
+
+
+@hookspec
+def deepscope_register_stage_kinds(register):
+    """Add stage kinds (``do``): ``register(name, component_kind, runner, *, provides=(), probes=False,
+    selects_data=True, aliases=(), doc="")``.
+
+    ``runner(state, stage, ctx)`` (a callable or ``"module:attr"``) runs one stage through its
+    component; see :class:`deepscope.kinds.StageKind`. The core registers train, prune, attack,
+    distill and probe (alias evaluate) through this same hook.
+    """
+
+
+@hookspec
+def deepscope_register_components(register):
+    """Register components of any kind: ``register(kind, name, factory, config_cls=None, **options)``.
+
+    The options are those of the per-kind hooks below; this is the way to register components of a
+    kind a plugin added.
+    """
+
+
+@hookspec
+def deepscope_register_datasets(register):
+    """Register datasets: ``register(name, factory, config_cls=None, *, aliases=(), doc="", requires=(),
+    provides=())``, the signature every per-kind hook's ``register`` shares.
+
+    ``factory`` (a callable or a lazy ``"module:attr"``) follows :class:`deepscope.contracts.DatasetFactory`:
+    ``factory(config) -> deepscope.DataBundle`` with inputs in [0, 1]. ``config_cls`` is an attrs class
+    whose fields are the TOML parameters; ``requires``/``provides`` name what the component needs from
+    earlier stages or offers later ones.
     """
 
 
 @hookspec
 def deepscope_register_models(register):
-    """Register models: ``factory(config, info: DatasetInfo) -> torch.nn.Module`` returning logits."""
+    """Register models: :class:`deepscope.contracts.ModelFactory`, ``factory(config, info) -> nn.Module``.
+
+    The module returns logits for inputs normalized by the core; task-aware models add ``set_task(t)``
+    (:class:`deepscope.contracts.TaskAware`); non-parametric ones keep state in ``get_extra_state``.
+    """
 
 
 @hookspec
 def deepscope_register_trainers(register):
-    """Register trainers: ``factory(config)`` returns an object with ``train(state, ctx)``."""
+    """Register trainers: ``factory(config)`` returns a :class:`deepscope.contracts.Trainer`."""
 
 
 @hookspec
 def deepscope_register_pruners(register):
-    """Register pruners: ``factory(config)`` returns an object with ``prune(state, ctx, density) -> masks``."""
+    """Register pruners: ``factory(config)`` returns a :class:`deepscope.contracts.Pruner`.
+
+    Configs subclass :class:`deepscope.PrunerConfig` (checked at registration).
+    """
 
 
 @hookspec
 def deepscope_register_attacks(register):
-    """Register attacks: ``factory(config)`` returns an object with ``perturb(model, x, y, target=None)``."""
+    """Register attacks: ``factory(config)`` returns a :class:`deepscope.contracts.Attack`.
+
+    Configs subclass :class:`deepscope.AttackConfig` (checked at registration).
+    """
 
 
 @hookspec
 def deepscope_register_distillers(register):
-    """Register distillers: ``factory(config)`` returns an object with ``distill(state, ctx) -> SyntheticData``."""
+    """Register distillers: ``factory(config)`` returns a :class:`deepscope.contracts.Distiller`."""
 
 
 @hookspec
 def deepscope_register_probes(register):
-    """Register probes: ``factory(config)`` returns an object with ``measure(state, ctx) -> dict``."""
+    """Register probes: ``factory(config)`` returns a :class:`deepscope.contracts.Probe`."""
 
 
 @hookspec

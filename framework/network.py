@@ -1,13 +1,16 @@
-"""The model wrapper every pipeline uses: normalization first, logits out.
+"""The model wrapper every pipeline uses: normalization first, then optional preprocessing, logits out.
 
-Normalization lives inside the model so attacks and probes work on inputs in
-[0, 1]. The wrapper also finds the penultimate features and the prunable
-weights of any body built from standard torch layers, unless the body says
-otherwise (``features(x)`` / ``prunable_parameters()`` methods).
+Normalization (and preprocessing such as ZCA whitening) lives inside the model
+so attacks and probes work on inputs in [0, 1]. The wrapper also finds the
+penultimate features and the prunable weights of any body built from standard
+torch layers, unless the body says otherwise (``features(x)`` /
+``prunable_parameters()`` methods), and passes ``set_task(t)`` on to
+task-aware bodies.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
@@ -34,17 +37,74 @@ class Normalize(nn.Module):
             return (x - self.mean) / self.std
         return (x - self.mean.flatten()[0]) / self.std.flatten()[0]
 
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() == 4:
+            return z * self.std + self.mean
+        return z * self.std.flatten()[0] + self.mean.flatten()[0]
+
+
+class LinearPreprocess(nn.Module):
+    """``z = (flatten(x) - shift) @ matrix.T``, reshaped back: ZCA or PCA whitening as buffers.
+
+    ``matrix`` is (d, d) for inputs of d = C*H*W values; ``inverse`` solves the linear system, so a
+    distilled set held in the whitened space maps back to the (unclamped) pixels the model expects.
+    """
+
+    def __init__(self, matrix: torch.Tensor, shift: torch.Tensor | None = None):
+        super().__init__()
+        matrix = torch.as_tensor(matrix, dtype=torch.float32)
+        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"the preprocessing matrix must be square, got shape {tuple(matrix.shape)}")
+        self.register_buffer("matrix", matrix)
+        self.register_buffer("shift", torch.zeros(matrix.shape[0]) if shift is None
+                             else torch.as_tensor(shift, dtype=torch.float32).flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x.flatten(1) - self.shift) @ self.matrix.T).view_as(x)
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        flat = torch.linalg.solve(self.matrix.double(), z.flatten(1).double().T).T
+        return (flat.float() + self.shift).view_as(z)
+
 
 class Network(nn.Module):
-    """``body(normalize(x))`` with helpers for probes and pruners."""
+    """``body(preprocess(normalize(x)))`` with helpers for probes, pruners and task-aware bodies."""
 
-    def __init__(self, body: nn.Module, mean: Iterable[float], std: Iterable[float]):
+    def __init__(self, body: nn.Module, mean: Iterable[float], std: Iterable[float],
+                 preprocess: nn.Module | None = None):
         super().__init__()
         self.normalize = Normalize(mean, std)
+        self.preprocess = preprocess if preprocess is not None else nn.Identity()
         self.body = body
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.normalize(x))
+        return self.body(self.to_input(x))
+
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] -> what the body sees (normalized, then preprocessed)."""
+        return self.preprocess(self.normalize(x))
+
+    def from_input(self, z: torch.Tensor) -> torch.Tensor:
+        """What the body sees -> the pixels that give it (unclamped); needs an invertible preprocessing."""
+        if not isinstance(self.preprocess, nn.Identity):
+            inverse = getattr(self.preprocess, "inverse", None)
+            if not callable(inverse):
+                raise TypeError(f"{type(self.preprocess).__name__} has no inverse(z), so input-space data cannot "
+                                "be fed to this model; give the preprocessing module an inverse method")
+            z = inverse(z)
+        return self.normalize.inverse(z)
+
+    # -- tasks --------------------------------------------------------------
+    def set_task(self, task: int) -> None:
+        """Switch a task-aware body (``body.set_task``) to task ``task``; see deepscope.contracts.TaskAware."""
+        set_task = getattr(self.body, "set_task", None)
+        if not callable(set_task):
+            raise TypeError(f"{type(self.body).__name__} is not task-aware: it has no set_task(t) method")
+        set_task(int(task))
+
+    @property
+    def task_aware(self) -> bool:
+        return callable(getattr(self.body, "set_task", None))
 
     # -- probes -------------------------------------------------------------
     @property
@@ -65,7 +125,7 @@ class Network(nn.Module):
         """Penultimate features: the input of the classifier layer, flattened."""
         body_features = getattr(self.body, "features", None)
         if callable(body_features) and not isinstance(body_features, nn.Module):
-            return body_features(self.normalize(x))
+            return body_features(self.to_input(x))
         return self.forward_with_features(x)[1]
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,4 +195,4 @@ def build_network(spec: "ComponentSpec", info: Any) -> Network:
     if not isinstance(body, nn.Module):
         raise TypeError(f"model {spec.name!r} ({spec.component.plugin}) returned {type(body).__name__}, "
                         "not a torch.nn.Module")
-    return Network(body, info.mean, info.std)
+    return Network(body, info.mean, info.std, preprocess=copy.deepcopy(getattr(info, "preprocess", None)))

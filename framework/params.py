@@ -17,9 +17,13 @@ NOTHING = attrs.NOTHING
 
 
 def param(default: Any = NOTHING, *, doc: str = "", validator: Callable | list | None = None,
-          factory: Callable | None = None, converter: Callable | None = None) -> Any:
-    """An attrs field with a docstring for ``deepscope show``."""
-    kwargs: dict[str, Any] = {"metadata": {"doc": doc}, "validator": validator}
+          factory: Callable | None = None, converter: Callable | None = None,
+          allow_nonfinite: bool = False) -> Any:
+    """An attrs field with a docstring for ``deepscope show``.
+
+    Float parameters reject ``inf`` and ``nan`` in pipelines unless ``allow_nonfinite`` is set.
+    """
+    kwargs: dict[str, Any] = {"metadata": {"doc": doc, "allow_nonfinite": allow_nonfinite}, "validator": validator}
     if factory is not None:
         kwargs["factory"] = factory
     else:

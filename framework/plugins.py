@@ -136,21 +136,44 @@ class PluginHost:
         return self._registry
 
     def _build_registry(self) -> Registry:
-        registry = Registry([*KIND_HOOKS, *EXTRA_HOOKS])
+        """Kinds first (component kinds, then stage kinds), then the components of every kind."""
+        from .kinds import make_kind_register, make_stage_register
+
+        kinds: dict = {}
+        self._hook_errors: dict[str, tuple[str, str]] = {}
+        self._call_impls("deepscope_register_component_kinds", lambda info: make_kind_register(kinds, info.name))
+        hooks = {**KIND_HOOKS, **EXTRA_HOOKS}
+        kinds = {name: attrs.evolve(kind, hook=hooks.get(name)) for name, kind in kinds.items()}
+        registry = Registry(kinds.values())
         registry.strict = self.strict
-        registry.load_errors = dict(self.load_errors)
-        for kind, hook_name in {**KIND_HOOKS, **EXTRA_HOOKS}.items():
-            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                info = self.info.get(impl.plugin_name, PluginInfo(impl.plugin_name, "?", "registered"))
-                register = registry.make_register(kind, info.name, info.version)
-                try:
-                    impl.function(**({"register": register} if impl.argnames else {}))
-                except Exception as exc:
-                    if self.strict or isinstance(exc, (PluginLoadError, DuplicateComponentError)):
-                        raise
-                    registry.load_errors[info.name] = (info.version, f"{hook_name} raised {type(exc).__name__}: {exc}")
-                    warnings.warn(f"deepscope: plugin {info.name} failed in {hook_name}: {exc}", stacklevel=2)
+        registry.load_errors = {**self.load_errors, **self._hook_errors}
+        self._hook_errors = registry.load_errors  # later hooks' failures land in the registry's report
+        self._call_impls("deepscope_register_stage_kinds",
+                         lambda info: make_stage_register(registry.stage_kinds, registry.stage_aliases, info.name))
+        for do, stage_kind in list(registry.stage_kinds.items()):
+            if stage_kind.component_kind not in registry.component_kinds:
+                raise PluginLoadError(f"plugin {stage_kind.plugin}: stage kind {do!r} uses component kind "
+                                      f"{stage_kind.component_kind!r}, which no plugin registers; kinds are "
+                                      f"{', '.join(registry.kinds)}")
+        for kind in registry.component_kinds.values():
+            if kind.hook is not None:
+                self._call_impls(kind.hook, lambda info, kind=kind: registry.make_register(kind.name, info.name,
+                                                                                           info.version))
+        self._call_impls("deepscope_register_components", lambda info: _any_kind_register(registry, info))
+        self._hook_errors = {}
         return registry
+
+    def _call_impls(self, hook_name: str, make_register) -> None:
+        """Call every plugin's implementation of one registration hook with its own ``register``."""
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            info = self.info.get(impl.plugin_name, PluginInfo(impl.plugin_name, "?", "registered"))
+            try:
+                impl.function(**({"register": make_register(info)} if impl.argnames else {}))
+            except Exception as exc:
+                if self.strict or isinstance(exc, (PluginLoadError, DuplicateComponentError)):
+                    raise
+                self._hook_errors[info.name] = (info.version, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                warnings.warn(f"deepscope: plugin {info.name} failed in {hook_name}: {exc}", stacklevel=2)
 
     @property
     def hook(self):
@@ -158,6 +181,18 @@ class PluginHost:
 
     def plugins(self) -> list[PluginInfo]:
         return sorted(self.info.values(), key=lambda p: (p.source != "builtin", p.name))
+
+
+def _any_kind_register(registry: Registry, info: PluginInfo):
+    """``register(kind, name, factory, ...)`` for ``deepscope_register_components``."""
+
+    def register(kind: str, name: str, factory: Any, config_cls: type | None = None, **options: Any) -> None:
+        if kind not in registry.component_kinds:
+            raise PluginLoadError(f"plugin {info.name} registers {name!r} as a {kind!r}, a component kind no "
+                                  f"plugin registers; kinds are {', '.join(registry.kinds)}")
+        registry.make_register(kind, info.name, info.version)(name, factory, config_cls, **options)
+
+    return register
 
 
 def _version(dist: str) -> str:

@@ -9,12 +9,12 @@ plugin that failed to import.
 from __future__ import annotations
 
 import difflib
-import importlib
 from typing import Any, Callable, Iterable
 
 import attrs
 
 from .errors import DuplicateComponentError, UnknownComponentError
+from .kinds import ComponentKind, StageKind, resolve
 
 
 @attrs.define
@@ -37,12 +37,7 @@ class Component:
         return f"{self.plugin}:{self.name}"
 
     def resolve_factory(self) -> Callable:
-        if isinstance(self.factory, str):
-            module, _, attr = self.factory.partition(":")
-            obj = importlib.import_module(module)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-            self.factory = obj
+        self.factory = resolve(self.factory)
         return self.factory
 
     def build(self, *args, **kwargs):
@@ -55,10 +50,16 @@ class Component:
 
 
 class Registry:
-    """Components by kind and name; also remembers plugins that failed to load."""
+    """Components by kind and name, the kinds themselves, and the plugins that failed to load."""
 
-    def __init__(self, kinds: Iterable[str]):
-        self.kinds = tuple(kinds)
+    def __init__(self, kinds: Iterable[str | ComponentKind], stage_kinds: Iterable[StageKind] = ()):
+        records = [k if isinstance(k, ComponentKind) else ComponentKind(k) for k in kinds]
+        #: component kind name -> its record (doc, config base, contract)
+        self.component_kinds: dict[str, ComponentKind] = {k.name: k for k in records}
+        self.kinds = tuple(self.component_kinds)
+        #: ``do`` -> stage kind, and alias -> ``do``
+        self.stage_kinds: dict[str, StageKind] = {k.name: k for k in stage_kinds}
+        self.stage_aliases: dict[str, str] = {a: k.name for k in self.stage_kinds.values() for a in k.aliases}
         self._by_kind: dict[str, dict[str, Component]] = {k: {} for k in self.kinds}
         self._aliases: dict[str, dict[str, str]] = {k: {} for k in self.kinds}
         #: distribution -> (version, error text) for plugins that failed to import
@@ -106,12 +107,26 @@ class Registry:
                 raise ValueError(f"{plugin}: component names must be non-empty strings without ':' (got {name!r})")
             if config_cls is not None and not attrs.has(config_cls):
                 raise TypeError(f"{plugin}: {kind} {name!r}: config_cls must be an attrs class")
+            base = self.component_kinds[kind].config_base
+            if base is not None and not (config_cls is not None and issubclass(config_cls, base)):
+                got = config_cls.__name__ if config_cls is not None else "no config class"
+                raise TypeError(f"{plugin}: {kind} {name!r}: its config class must subclass "
+                                f"deepscope.{base.__name__} (got {got}), because the {kind} stage reads "
+                                "the shared parameters from it")
             self.add(Component(kind, name, factory, config_cls, plugin, version, tuple(aliases), doc,
                                tuple(requires), tuple(provides)), strict=self.strict)
 
         return register
 
     # -- looking up ---------------------------------------------------------
+    def stage_kind(self, do: str) -> StageKind | None:
+        """The stage kind for ``do`` (or one of its aliases)."""
+        return self.stage_kinds.get(self.stage_aliases.get(do, do))
+
+    def listed_kinds(self) -> list[str]:
+        """Component kinds of pipelines (not extension points such as prune targets)."""
+        return [k.name for k in self.component_kinds.values() if k.listed]
+
     def names(self, kind: str) -> list[str]:
         return sorted(self._by_kind[kind])
 

@@ -113,8 +113,9 @@ def _load_resume(pipeline: Pipeline, uri: str, run_id: str, fingerprint: str) ->
 
     path = checkpoint_path(uri, run_id)
     if not path.exists():
-        raise DeepscopeError(f"no checkpoint for run {run_id} at {path}; only runs with [run] checkpoint_every > 0 "
-                             "can resume (set DEEPSCOPE_CHECKPOINT_DIR if the checkpoints live elsewhere)")
+        raise DeepscopeError(f"no checkpoint for run {run_id} at {path}; only runs with [run] checkpoint_every, "
+                             "checkpoint_every_steps or checkpoint_minutes set can resume (set "
+                             "DEEPSCOPE_CHECKPOINT_DIR if the checkpoints live elsewhere)")
     payload = load_checkpoint(path)
     if payload["fingerprint"] != fingerprint:
         raise DeepscopeError(f"{pipeline.file} differs from the pipeline that run {run_id} was started with; "
@@ -127,19 +128,21 @@ def run_pipeline(pipeline: Pipeline, host: PluginHost, *, console: Any = None, t
                  resume_run_id: str | None = None) -> RunResult:
     """Execute every stage of ``pipeline``; raise DeepscopeError (exit 2) or RunFailed (exit 1).
 
-    With ``[run] checkpoint_every = N`` (and tracking on) the run is checkpointed after every
-    stage and every N epochs of trainers that pass ``checkpoint=`` to ``ctx.epoch_end``.
+    With checkpointing on (``[run] checkpoint_every``, ``checkpoint_every_steps`` or
+    ``checkpoint_minutes``, and tracking on) the run is checkpointed after every stage and inside
+    loops that pass ``checkpoint=`` to ``ctx.epoch_end`` or ``ctx.step_end``. Each stage runs
+    with ``state.data`` bound to the data its ``data`` key names.
     ``resume_run_id`` continues that MLflow run from its last checkpoint: finished stages
     are skipped, the interrupted one continues from its last checkpointed epoch, and
     metrics the killed run logged after that checkpoint are not logged twice.
     """
     import torch
 
-    from .checkpoint import Checkpointer, MetricLedger, checkpoint_path, pipeline_fingerprint, restore_state
+    from .checkpoint import Checkpointer, checkpoint_path, restore_rng
     from .network import build_network
-    from .stages import STAGE_RUNNERS
+    from .stages import located
     from .state import RunState, StageContext, snapshot_state_dict
-    from .tracking import resolve_tracking_uri
+    from .tracking import MetricLedger, resolve_tracking_uri
 
     run = pipeline.run
     try:
@@ -148,7 +151,7 @@ def run_pipeline(pipeline: Pipeline, host: PluginHost, *, console: Any = None, t
         raise ConfigError(exc.issues, file=pipeline.file) from None
     seed_everything(run.seed, run.deterministic)
     uri = resolve_tracking_uri(tracking_uri or run.tracking_uri)
-    fingerprint = pipeline_fingerprint(pipeline.resolved())
+    fingerprint = pipeline.fingerprint()
     resume = None
     if resume_run_id is not None:
         if not track:
@@ -171,9 +174,10 @@ def run_pipeline(pipeline: Pipeline, host: PluginHost, *, console: Any = None, t
             else:
                 tracker.log_params(pipeline.flat_params())
                 tracker.log_bytes("config/pipeline.toml", dump_toml(pipeline.resolved()).encode())
-            if run.checkpoint_every > 0:
-                checkpointer = Checkpointer(checkpoint_path(uri, tracker.run_id), run.checkpoint_every,
-                                            fingerprint, tracker)
+            if run.checkpointing:
+                checkpointer = Checkpointer(checkpoint_path(uri, tracker.run_id), fingerprint, tracker,
+                                            every=run.checkpoint_every, every_steps=run.checkpoint_every_steps,
+                                            minutes=run.checkpoint_minutes)
         try:
             data = pipeline.data.build()
             model = build_network(pipeline.model, data.info).to(device)
@@ -184,7 +188,8 @@ def run_pipeline(pipeline: Pipeline, host: PluginHost, *, console: Any = None, t
         state.init_state = snapshot_state_dict(model)
         first_stage = 0
         if resume is not None:
-            restore_state(state, resume)
+            state.load_state_dict(resume["state"])
+            restore_rng(resume["rng"])
             first_stage = int(resume["next_stage"])
         host.hook.deepscope_run_started(run=state)
         for stage in pipeline.stages:
@@ -194,10 +199,12 @@ def run_pipeline(pipeline: Pipeline, host: PluginHost, *, console: Any = None, t
                 console.print(f"[bold]stage {stage.index}[/]: {stage.do} [cyan]{stage.name or stage.use}[/]")
             host.hook.deepscope_stage_started(run=state, stage=stage)
             mid_stage = resume if (resume is not None and stage.index == first_stage
-                                   and int(resume["stage_epoch"]) > 0) else None
+                                   and (int(resume["stage_epoch"]) > 0 or int(resume["stage_step"]) > 0)) else None
             ctx = StageContext(state, stage, stage.key, checkpointer=checkpointer, resume_from=mid_stage)
+            runner = located(host.registry.stage_kind(stage.do).resolve_runner())
             try:
-                STAGE_RUNNERS[stage.do](state, stage, ctx)
+                with state.using_data(stage.data):
+                    runner(state, stage, ctx)
             except ConfigError as exc:
                 raise ConfigError(exc.issues, file=pipeline.file) from None
             if ctx.resuming:

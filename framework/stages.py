@@ -1,4 +1,8 @@
-"""What each ``do`` of a stage means: the core's side of every component contract."""
+"""The core's stage kinds: what ``train``, ``prune``, ``attack``, ``distill`` and ``probe`` mean.
+
+Each runner is registered (``builtin.py``) as a plugin's would be; it is the core's side of
+the component contracts in :mod:`deepscope.contracts`.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ from typing import Callable
 
 import torch
 
+from .bases import AttackConfig, PrunerConfig
 from .config import StageSpec
 from .errors import ConfigError
 from .network import mask_sparsity
+from .data import SyntheticData
 from .state import RunState, StageContext, run_probe
 
 
@@ -21,9 +27,8 @@ def run_train(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
 
 def run_prune(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
     pruner = stage.spec.build()
-    config = stage.config
-    density = getattr(config, "density", None)
-    target = getattr(config, "target", "direct")
+    config: PrunerConfig = _config_of(stage, PrunerConfig)
+    density, target = config.density, config.target
     resolver_comp = state.host.registry.find("prune-target", target)
     if resolver_comp is None:
         raise ConfigError(state.host.registry.unknown_message("prune-target", target), key="target")
@@ -42,11 +47,11 @@ def prune_direct(pruner, state: RunState, ctx: StageContext, density: float | No
 
 def run_attack(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
     attack = stage.spec.build()
-    cfg = stage.config
-    n = getattr(cfg, "n_examples", None)
-    batch_size = getattr(cfg, "batch_size", 256)
-    targeted = getattr(cfg, "targeted", False)
-    draws = getattr(cfg, "draws", 1)
+    cfg: AttackConfig = _config_of(stage, AttackConfig)
+    n, batch_size, targeted, draws = cfg.n_examples, cfg.batch_size, cfg.targeted, cfg.draws
+    setup = getattr(attack, "setup", None)
+    if callable(setup):  # surrogates, kernel predictors: fitted once, before the first batch
+        setup(state, ctx)
     x_all, y_all = state.data.tensors("test", n)
     model = state.model
     was_training = model.training
@@ -95,16 +100,27 @@ def run_attack(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
 
 
 def run_distill(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
+    """Run the distiller and add its set to the run as ``synthetic/<stage name>`` (and the latest)."""
     distiller = stage.spec.build()
-    state.synthetic = distiller.distill(state, ctx)
-    if state.synthetic is None:
-        raise RuntimeError(f"distiller {stage.use!r} returned no synthetic data")
-    ctx.log_metrics({"synthetic_size": float(len(state.synthetic))})
-    ctx.log_tensors("synthetic", {"x": state.synthetic.x, "y": state.synthetic.y})
+    synthetic = distiller.distill(state, ctx)
+    if not isinstance(synthetic, SyntheticData):
+        raise RuntimeError(f"distiller {stage.use!r} returned {type(synthetic).__name__}, not a SyntheticData")
+    synthetic = synthetic.detached()
+    state.add_synthetic(stage.label, synthetic)
+    ctx.log_metrics({"synthetic_size": float(len(synthetic))}, step=ctx.stage_step or None)
+    ctx.log_tensors("synthetic", synthetic.to_dict())
 
 
 def run_probe_stage(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
     ctx.last_metrics.update(run_probe(state, stage.spec, ctx.prefix, stage))
+
+
+def _config_of(stage: StageSpec, base: type):
+    config = stage.config
+    if not isinstance(config, base):  # registration checks this; a hand-built StageSpec may not
+        raise TypeError(f"{stage.spec.kind} {stage.use!r}: its config is a {type(config).__name__}, not a "
+                        f"deepscope.{base.__name__}")
+    return config
 
 
 def located(runner: Callable[[RunState, StageSpec, StageContext], None]):
@@ -118,13 +134,3 @@ def located(runner: Callable[[RunState, StageSpec, StageContext], None]):
             raise exc.with_prefix(stage.path) from None
 
     return run
-
-
-STAGE_RUNNERS: dict[str, Callable[[RunState, StageSpec, StageContext], None]] = {
-    "train": located(run_train),
-    "prune": located(run_prune),
-    "attack": located(run_attack),
-    "distill": located(run_distill),
-    "probe": located(run_probe_stage),
-    "evaluate": located(run_probe_stage),
-}

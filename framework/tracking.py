@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 DEFAULT_DB = "mlflow.db"
 
@@ -111,3 +112,43 @@ class Tracker:
     def finish(self, status: str) -> None:
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status=status)
+
+
+class MetricLedger:
+    """Wraps the tracker: counts values logged per key, and on resume drops the ones already in MLflow.
+
+    A run killed after its last checkpoint has logged some metrics that the
+    resumed run recomputes. The checkpoint says how many values of each key
+    were logged when it was written; MLflow's history beyond that count is the
+    "replay window", and exactly those (key, step) entries are skipped once
+    each when logged again. Steps of one key never decrease in deepscope, so
+    the first ``count`` values in step order are the ones before the checkpoint.
+    """
+
+    def __init__(self, tracker: Any):
+        self.tracker = tracker
+        self.counts: Counter = Counter()
+        self.replay: Counter = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tracker, name)
+
+    def start_replay(self, counts_at_checkpoint: Mapping[str, int]) -> None:
+        client, run_id = self.tracker.client, self.tracker.run_id
+        self.counts = Counter({k: int(v) for k, v in counts_at_checkpoint.items()})
+        self.replay = Counter()
+        for key in client.get_run(run_id).data.metrics:
+            history = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+            for m in history[self.counts.get(key, 0):]:
+                self.replay[(key, int(m.step))] += 1
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        fresh = {}
+        for key, value in metrics.items():
+            self.counts[key] += 1
+            if self.replay.get((key, int(step)), 0) > 0:
+                self.replay[(key, int(step))] -= 1
+                continue
+            fresh[key] = value
+        if fresh:
+            self.tracker.log_metrics(fresh, step)

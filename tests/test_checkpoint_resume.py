@@ -154,8 +154,9 @@ def test_checkpoints_are_plain_data_and_written_atomically(tmp_mlflow, tmp_path)
     path = checkpoint_path(tmp_mlflow, result.run_id)
     assert path.parent == Path(tmp_mlflow[len("sqlite:///"):]).parent / "checkpoints" / result.run_id
     payload = load_checkpoint(path)  # weights_only=True inside
-    assert payload["next_stage"] == 4 and payload["epoch"] == 8 and payload["step"] == result.state.step
-    assert set(payload["masks"]) == set(result.state.masks)
+    saved = payload["state"]  # RunState.state_dict()
+    assert payload["next_stage"] == 4 and saved["epoch"] == 8 and saved["step"] == result.state.step
+    assert set(saved["masks"]) == set(result.state.masks)
     assert not [p.name for p in path.parent.iterdir() if p.name != "last.pt"]  # no temporary left over
 
     evil = tmp_path / "evil.pt"

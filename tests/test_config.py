@@ -223,7 +223,7 @@ def test_nested_component_runs(registry, tmp_mlflow):
 
 def test_probes_key_outside_train_stages(registry):
     lines = errors_of(NESTED + 'probes = [{ use = "count" }]\n', registry)
-    assert lines == ['p.toml: $.stage[0].probes: only train stages run periodic probes; use a separate [[stage]] '
+    assert lines == ['p.toml: $.stage[0].probes: do = "probe" stages run no periodic probes; use a separate [[stage]] '
                      'with do = "probe"']
 
 

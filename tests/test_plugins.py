@@ -8,7 +8,7 @@ import pytest
 import toy_plugin
 
 import deepscope.plugins as plugins_mod
-from deepscope import hookimpl
+from deepscope import AttackConfig, PrunerConfig, hookimpl
 from deepscope.config import parse_pipeline
 from deepscope.errors import ConfigError, DuplicateComponentError, PluginLoadError, UnknownComponentError
 from deepscope.plugins import PluginHost
@@ -33,12 +33,16 @@ class FakeEntryPoint:
         return self._target
 
 
+#: pruner and attack configs must subclass the core's bases (the stage reads them)
+_BASES = {"deepscope_register_pruners": PrunerConfig, "deepscope_register_attacks": AttackConfig}
+
+
 def plugin_registering(kind_hook: str, *names: str):
     module = types.ModuleType(f"plugin_{'_'.join(names)}")
 
     def hook(register):
         for name in names:
-            register(name, lambda cfg: None)
+            register(name, lambda cfg: None, _BASES.get(kind_hook))
 
     hook.__name__ = kind_hook
     setattr(module, kind_hook, hookimpl(hook))

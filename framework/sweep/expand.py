@@ -15,7 +15,6 @@ from typing import Any
 
 import attrs
 
-from ..checkpoint import pipeline_fingerprint
 from ..config import Pipeline, build_pipeline
 from ..errors import ConfigError, ConfigIssue
 from ..registry import Registry
@@ -77,7 +76,7 @@ def point_run_name(base: str, values: dict[str, Any]) -> str:
 
 
 def point_hash(pipeline: Pipeline) -> str:
-    return pipeline_fingerprint(pipeline.resolved())
+    return pipeline.fingerprint()
 
 
 def expand_sweep(doc: dict, registry: Registry, file: str = "<string>",

@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from ..config import _close, _describe, structure_config
+from ..config import close_match as _close, describe as _describe, structure_config
 from ..errors import ConfigError, ConfigIssue
 from ..registry import Registry
 
