@@ -116,8 +116,10 @@ class CacheEntry:
     """One entry: ``key``, final ``path``, and the ``config`` it was asked for."""
 
     def __init__(self, namespace_dir: Path, config: Mapping):
-        self.config = config
-        self.key = cache_key(config)
+        text = canonical_json(config)
+        #: a plain-JSON copy, so mutating the caller's dict later cannot make config.json disagree with the key
+        self.config: dict = json.loads(text)
+        self.key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_LENGTH]
         self.namespace_dir = namespace_dir
         self.path = namespace_dir / self.key
         self.lock_path = namespace_dir / f"{self.key}.lock"
@@ -147,9 +149,8 @@ class CacheEntry:
             tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{self.key}-", dir=self.namespace_dir))
             try:
                 build(tmp)
-                (tmp / CONFIG_FILE).write_text(
-                    json.dumps(json.loads(canonical_json(self.config)), indent=2, sort_keys=True,
-                               ensure_ascii=False) + "\n")
+                (tmp / CONFIG_FILE).write_text(json.dumps(self.config, indent=2, sort_keys=True,
+                                                          ensure_ascii=False) + "\n")
                 os.rename(tmp, self.path)
             except OSError:
                 shutil.rmtree(tmp, ignore_errors=True)

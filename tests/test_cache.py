@@ -125,7 +125,9 @@ def test_get_or_build_builds_once(tmp_path):
 
 
 def test_entry_stores_its_config(tmp_path):
-    entry = Cache(tmp_path).entry("ns", CONFIG)
+    config = json.loads(json.dumps(CONFIG))
+    entry = Cache(tmp_path).entry("ns", config)
+    config["attack"]["eps"] = 0.5  # changing the caller's dict afterwards must not change the entry
     entry.get_or_build(lambda d: None)
     stored = json.loads((entry.path / "config.json").read_text())
     assert stored == json.loads(canonical_json(CONFIG)) == entry.load_config()
