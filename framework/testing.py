@@ -6,7 +6,8 @@ Fixtures:
 - ``host``: a :class:`PluginHost` without entry-point autoload, for
   registering plugin objects inside a test.
 
-Helpers: :func:`make_host`, :func:`run_toml`, :func:`tiny_data`.
+Helpers: :func:`make_host`, :func:`run_toml`, :func:`tiny_data`, and
+:func:`check_plugin`, a smoke test of everything one plugin registers.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import shutil
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
+import attrs
 import pytest
 
 from .plugins import PluginHost
@@ -32,6 +34,101 @@ def make_host(*plugins: Any, autoload: bool = False, builtins: bool = True, stri
         name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{i}"
         host.register(plugin, name=name)
     return host
+
+
+#: what check_plugin gives a PrunerConfig, whose compression and sparsity both default to None
+_PRUNER_SAMPLE = {"sparsity": 0.5}
+
+
+class ComponentCheck(NamedTuple):
+    """One line of :func:`check_plugin`'s report.
+
+    ``status`` is "ok", "ok with sparsity=0.5" (a pruner, see :func:`check_plugin`) or "needs a, b".
+    """
+
+    kind: str
+    name: str
+    status: str
+
+
+def check_plugin(plugin: Any, *, host: PluginHost | None = None) -> list[ComponentCheck]:
+    """Check every component ``plugin`` registers, of every kind; raise AssertionError listing all failures.
+
+    For each component: its lazy ``"module:attr"`` factory resolves and is callable, and its config
+    class builds from its defaults through the core's own structuring (so validators, component
+    defaults such as ``{"use": "pgd"}`` and ``__attrs_post_init__`` run). A config with required
+    fields cannot be built from defaults: it is reported as "needs <fields>", not as a failure. A
+    :class:`~deepscope.PrunerConfig` whose compression and sparsity both default to None is built
+    with ``sparsity=0.5``, since a pipeline must always choose one of them.
+
+    ``host``: a host holding the plugins this one builds on (e.g. ``make_host(deepscope_standard)``
+    for a config whose default names ``pgd``); the plugin is registered into it unless already there.
+    By default a fresh :func:`make_host` with the core's builtins only.
+    """
+    if host is None:
+        host = make_host(plugin)
+    elif not host.pm.is_registered(plugin):
+        host.register(plugin, name=getattr(plugin, "__name__", None) or type(plugin).__name__)
+    name = host.pm.get_name(plugin)
+    try:
+        components = [c for c in host.registry.components() if c.plugin == name]
+    except Exception as exc:  # a registration hook raised, or a name clashes
+        raise AssertionError(f"plugin {name}: registering its components failed: {type(exc).__name__}: {exc}") \
+            from exc
+
+    report: list[ComponentCheck] = []
+    failures: list[str] = []
+    for comp in components:
+        problem = _check_factory(comp)
+        status = "ok"
+        if problem is None and comp.config_cls is not None:
+            status, problem = _check_config(comp, host.registry)
+        if problem is not None:
+            failures.append(f"plugin {name}: {comp.kind} {comp.name!r}: {problem}")
+        report.append(ComponentCheck(comp.kind, comp.name, status))
+    if failures:
+        raise AssertionError(f"check_plugin found {len(failures)} problem(s):\n" + "\n".join(failures))
+    return report
+
+
+def _check_config(comp: Any, registry: Any) -> tuple[str, str | None]:
+    """(status, problem or None) of building ``comp``'s config class from its defaults."""
+    from .bases import PrunerConfig
+    from .config import structure_config
+
+    cls = comp.config_cls
+    required = [f.alias or f.name for f in attrs.fields(cls) if f.init and f.default is attrs.NOTHING]
+    if required:
+        return f"needs {', '.join(required)}", None
+    # a pruner must be given one of compression and sparsity: a required choice that no single field
+    # expresses, so it is built with a sample sparsity rather than skipped
+    fields = {f.name: f.default for f in attrs.fields(cls)}
+    undecided = issubclass(cls, PrunerConfig) and fields.get("compression") is None and fields.get("sparsity") is None
+    table = dict(_PRUNER_SAMPLE) if undecided else {}
+    try:
+        _, issues = structure_config(cls, table, f"{comp.kind}.{comp.name}", what=f"{comp.kind} {comp.name!r}",
+                                     registry=registry)
+        messages = [f"{i.path}: {i.message}" for i in issues]
+    except Exception as exc:  # e.g. a ConfigError from __attrs_post_init__, which structuring does not catch
+        messages = [f"{type(exc).__name__}: {exc}"]
+    if messages:
+        return "failed", f"its config class {cls.__name__} does not build from its defaults: " + "; ".join(messages)
+    return ("ok with " + ", ".join(f"{k}={v}" for k, v in table.items())) if table else "ok", None
+
+
+def _check_factory(comp: Any) -> str | None:
+    """None if the component's factory resolves to a callable, else what is wrong."""
+    spec = comp.factory
+    shown = f"factory {spec!r}" if isinstance(spec, str) else f"factory {getattr(spec, '__qualname__', spec)!r}"
+    if isinstance(spec, str) and (":" not in spec or not all(spec.partition(":")[::2])):
+        return f"{shown} is not of the form 'module:attr'"
+    try:
+        factory = comp.resolve_factory()
+    except Exception as exc:  # ImportError, AttributeError, or whatever the module raises on import
+        return f"{shown} does not resolve: {type(exc).__name__}: {exc}"
+    if not callable(factory):
+        return f"{shown} resolves to a {type(factory).__name__}, which is not callable"
+    return None
 
 
 def template_db() -> Path:
