@@ -1,7 +1,8 @@
 """deepscope's public API: everything a plugin needs, and nothing private.
 
-Plugins import from here only. Names that need torch are loaded on first use,
-so ``import deepscope`` (and ``deepscope --help``) stays light.
+Plugins import from here only (plus the public submodules ``deepscope.contracts``,
+``deepscope.cache`` and ``deepscope.testing``). Names that need torch are loaded
+on first use, so ``import deepscope`` (and ``deepscope --help``) stays light.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .bases import AttackConfig, PrunerConfig
+from .bases import (AttackConfig, DatasetConfig, DistillerConfig, ModelConfig, ProbeConfig, PrunerConfig,
+                    TrainerConfig)
 from .errors import (ConfigError, ConfigIssue, DataError, DeepscopeError, DuplicateComponentError,
                      PluginLoadError, RunFailed, UnknownComponentError)
 from .hookspecs import hookimpl
@@ -21,6 +23,10 @@ _LAZY = {
     "DataBundle": "deepscope.data",
     "DatasetInfo": "deepscope.data",
     "SyntheticData": "deepscope.data",
+    "Task": "deepscope.data",
+    "load_synthetic": "deepscope.data",
+    "task_key": "deepscope.data",
+    "LinearPreprocess": "deepscope.network",
     "Network": "deepscope.network",
     "PRUNABLE_TYPES": "deepscope.network",
     "build_network": "deepscope.network",
@@ -29,6 +35,13 @@ _LAZY = {
     "prunable_parameters": "deepscope.network",
     "mask_sparsity": "deepscope.network",
     "RunState": "deepscope.state",
+    "run_probe": "deepscope.state",
+    "ComponentKind": "deepscope.kinds",
+    "StageKind": "deepscope.kinds",
+    "StageSpec": "deepscope.config",
+    "build_pipeline": "deepscope.config",
+    "Cache": "deepscope.cache",
+    "Masks": "deepscope.contracts",
     "StageContext": "deepscope.state",
     "ComponentSpec": "deepscope.config",
     "Pipeline": "deepscope.config",
@@ -43,7 +56,13 @@ _LAZY = {
 }
 
 
+#: public submodules, importable as attributes (``deepscope.contracts.Trainer``)
+_SUBMODULES = ("cache", "contracts", "testing")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return import_module(f"deepscope.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'deepscope' has no attribute {name!r}")
@@ -53,7 +72,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "AttackConfig", "ConfigError", "ConfigIssue", "DataError", "DeepscopeError", "DuplicateComponentError",
+    "AttackConfig", "DatasetConfig", "DistillerConfig", "ModelConfig", "ProbeConfig", "TrainerConfig", "ConfigError", "ConfigIssue", "DataError", "DeepscopeError", "DuplicateComponentError",
     "PluginLoadError", "PrunerConfig", "RunFailed", "UnknownComponentError", "component_param", "hookimpl", "in_range",
     "non_negative", "param", "positive", *_LAZY,
 ]

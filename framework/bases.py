@@ -1,9 +1,10 @@
-"""Config base classes for component kinds whose stage reads shared parameters.
+"""Config base classes, one per component kind.
 
-A pruner's config subclasses :class:`PrunerConfig` (the prune stage reads the
-density from it); an attack's subclasses :class:`AttackConfig` (the attack
-stage reads how many examples to attack and how). Both are keyword-only so
-subclasses may add required fields. No torch import here.
+A pruner's config must subclass :class:`PrunerConfig` (the prune stage reads the
+density from it) and an attack's :class:`AttackConfig` (the attack stage reads
+how many examples to attack and how); registration checks both. The other
+bases are empty and optional: subclass them to say what a class is for. All
+are keyword-only so subclasses may add required fields. No torch import here.
 """
 
 from __future__ import annotations
@@ -53,4 +54,30 @@ class AttackConfig:
                               "report the mean and the worst case over draws", validator=positive)
 
 
-__all__ = ["PrunerConfig", "AttackConfig", "in_range"]
+@attrs.define(kw_only=True)
+class TrainerConfig:
+    """Base of trainer configs (optional)."""
+
+
+@attrs.define(kw_only=True)
+class DistillerConfig:
+    """Base of distiller configs (optional)."""
+
+
+@attrs.define(kw_only=True)
+class ProbeConfig:
+    """Base of probe configs (optional)."""
+
+
+@attrs.define(kw_only=True)
+class DatasetConfig:
+    """Base of dataset configs (optional)."""
+
+
+@attrs.define(kw_only=True)
+class ModelConfig:
+    """Base of model configs (optional)."""
+
+
+__all__ = ["AttackConfig", "DatasetConfig", "DistillerConfig", "ModelConfig", "ProbeConfig", "PrunerConfig",
+           "TrainerConfig"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from deepscope import ConfigError, PrunerConfig, component_param, hookimpl, non_negative, param
+from deepscope import AttackConfig, ConfigError, PrunerConfig, component_param, hookimpl, non_negative, param
 from deepscope.testing import check_plugin, make_host
 
 GOOD_FACTORY = "deepscope.testing:make_host"  # any importable callable will do for a smoke test
@@ -114,7 +114,7 @@ class Misspelled:
 class NotCallable:
     @hookimpl
     def deepscope_register_attacks(self, register):
-        register("constant", "deepscope.cache:KEY_LENGTH")
+        register("constant", "deepscope.cache:KEY_LENGTH", AttackConfig)
 
 
 class BadDefaults:
@@ -139,7 +139,7 @@ class NeedsPgd:
 class ProvidesPgd:
     @hookimpl
     def deepscope_register_attacks(self, register):
-        register("toy-pgd", GOOD_FACTORY)
+        register("toy-pgd", GOOD_FACTORY, AttackConfig)
 
 
 class RaisesInHook:
