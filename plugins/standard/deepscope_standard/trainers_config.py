@@ -75,6 +75,7 @@ class AdversarialConfig(TrainConfig):
 
 def register(register):
     register("standard", "deepscope_standard.trainers:StandardTrainer", StandardConfig,
-             doc="SGD/Adam with constant, step or cosine schedule; keeps pruning masks applied.")
+             doc="Cross-entropy or MSE; SGD/Adam with constant, step or cosine schedule; keeps pruning "
+                 "masks applied.")
     register("adversarial", "deepscope_standard.trainers:AdversarialTrainer", AdversarialConfig,
              doc="PGD adversarial training with any registered attack as the inner maximization.")
