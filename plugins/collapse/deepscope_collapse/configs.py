@@ -6,8 +6,8 @@ from typing import Literal, Optional
 
 import attrs
 
-from deepscope_standard.trainers_config import TrainConfig
 from deepscope import component_param, non_negative, param, positive
+from deepscope_standard import TrainConfig
 
 
 @attrs.define(kw_only=True)
@@ -79,6 +79,9 @@ class TradesConfig(TrainConfig):
     schedule = "step" and milestones at 25% and 37.5% of the epochs.
     """
 
+    # TrainConfig's `loss` narrowed: the clean term of TRADES is the cross-entropy
+    loss: Literal["ce"] = param("ce", doc="TRADES's clean term is the cross-entropy ('ce' only; 'mse' is for "
+                                          "the standard trainer)")
     beta: float = param(6.0, doc="weight of the KL robustness term", validator=non_negative)
     eps: float = param(8 / 255, doc="radius of the inner maximization (inputs in [0, 1])", validator=non_negative)
     step_size: float = param(2 / 255, doc="inner step size", validator=positive)

@@ -22,7 +22,7 @@ def trades_perturb(model: nn.Module, x: torch.Tensor, *, eps: float, step_size: 
                    norm: str = "linf", init_std: float = 0.001,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """x' in the eps-ball around x (and in [0, 1]) maximizing KL(f(x) || f(x')); uses the model's current mode."""
-    from deepscope_standard.attacks import ascend
+    from deepscope_standard import ascend
 
     x = x.detach()
     with torch.no_grad():

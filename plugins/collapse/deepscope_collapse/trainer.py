@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deepscope_standard.trainers import StandardTrainer
+from deepscope_standard import StandardTrainer, hard_labels
 
 from .trades import trades_loss, trades_perturb
 
@@ -25,7 +25,8 @@ class TradesTrainer(StandardTrainer):
                                    norm=cfg.norm, init_std=cfg.init_std)
             model.train(cfg.attack_bn != "reference")
             loss, logits, adv_logits = trades_loss(model, x, x_adv, y, cfg.beta, cfg.label_smoothing)
-            return loss, {"loss": loss.detach() * len(x), "correct": (logits.argmax(1) == y).sum(),
-                          "robust_train_correct": (adv_logits.argmax(1) == y).sum()}
+            labels = hard_labels(y)
+            return loss, {"loss": loss.detach() * len(x), "correct": (logits.argmax(1) == labels).sum(),
+                          "robust_train_correct": (adv_logits.argmax(1) == labels).sum()}
 
         return batch_loss

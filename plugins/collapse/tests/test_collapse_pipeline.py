@@ -196,6 +196,18 @@ steps = 3
     assert r.state.epoch == 2 and r.state.step == 2 * math.ceil(60 / 16)
 
 
+def test_trades_refuses_the_mse_loss_at_its_key(host):
+    text = HEAD + """
+[[stage]]
+do = "train"
+use = "trades"
+loss = "mse"
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_pipeline(text, host.registry)
+    assert [issue.path for issue in err.value.issues] == ["$.stage[0].loss"]
+    assert "'ce'" in str(err.value)
+
 EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples" / "collapse").glob("*.toml"))
 
 

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from deepscope.network import PRUNABLE_TYPES
+from deepscope import PRUNABLE_TYPES
 
 from .hessian import FlatModel, LossHessian, lanczos_top, split_batches
 

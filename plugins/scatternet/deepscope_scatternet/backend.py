@@ -42,9 +42,8 @@ def _build_from_dict(table: dict, info) -> nn.Module:
 
         return build_frontend_cnn(FrontendCNNConfig(**params), info)
     import deepscope
-    from deepscope.config import structure_component
 
-    spec, issues = structure_component(deepscope.get_host().registry, "model", dict(table), "backend")
+    spec, issues = deepscope.structure_component(deepscope.get_host().registry, "model", dict(table), "backend")
     if issues:
         raise deepscope.ConfigError(issues)
     return spec.build(info)

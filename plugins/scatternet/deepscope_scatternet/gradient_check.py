@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from deepscope_standard.attacks import pgd
+from deepscope_standard import pgd
 
 from .attacks import square_linf
 

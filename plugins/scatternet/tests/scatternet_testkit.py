@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from deepscope import hookimpl, param, positive
-from deepscope.data import DataBundle, DatasetInfo
+from deepscope import DataBundle, DatasetInfo
 from deepscope.testing import tiny_data
 
 

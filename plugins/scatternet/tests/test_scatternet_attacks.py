@@ -43,7 +43,7 @@ def mean_accuracy(model, x, y, draws=64):
 
 
 def test_standard_pgd_with_eot_is_at_least_as_strong_on_a_noisy_model():
-    from deepscope_standard.attacks import pgd
+    from deepscope_standard import pgd
 
     model, (x, y) = trained_noisy_mlp(std=2.0)
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import deepscope_scatternet
-from deepscope.config import load_pipeline
+from deepscope import load_pipeline
 from deepscope.testing import make_host
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples" / "scatternet").glob("*.toml"))

@@ -12,7 +12,7 @@ from deepscope_scatternet.noise import set_noise_frozen
 from deepscope_scatternet.scattering import ScatteringFrontEnd, build_scatternet
 from deepscope_scatternet.vone import build_vonenet
 from deepscope import ConfigError
-from deepscope.data import DatasetInfo
+from deepscope import DatasetInfo
 from deepscope.testing import make_host, run_toml
 
 

@@ -2,13 +2,45 @@
 
 Importing this module is cheap: it imports only the attrs config classes;
 each factory is a "module:attr" string that the core imports on first use.
+``__all__`` is what other plugins may use; the names that need torch load on
+first access (PEP 562), so ``import deepscope_standard`` never imports torch.
+Other plugins import from here only, never from a submodule.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 from deepscope import hookimpl
 
 from . import attacks_config, datasets_config, models_config, probes_config, trainers_config
+from .trainers_config import TrainConfig
+
+#: public name -> the submodule that defines it (imported on first access)
+_LAZY = {
+    "StandardTrainer": "deepscope_standard.trainers",
+    "train_loop": "deepscope_standard.trainers",
+    "train_model": "deepscope_standard.trainers",
+    "evaluate": "deepscope_standard.trainers",
+    "hard_labels": "deepscope_standard.trainers",
+    "supervised_loss": "deepscope_standard.trainers",
+    "pgd": "deepscope_standard.attacks",
+    "fgsm": "deepscope_standard.attacks",
+    "ascend": "deepscope_standard.attacks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'deepscope_standard' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["TrainConfig", *_LAZY]
 
 
 @hookimpl

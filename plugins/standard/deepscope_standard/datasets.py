@@ -206,6 +206,24 @@ def balanced_indices(labels: torch.Tensor, n: int, num_classes: int, key: str = 
     return torch.cat(chosen).sort().values
 
 
+def keep_classes(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[int], num_classes: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Only the examples of ``classes``, in split order, with label ``classes[i]`` relabelled ``i``."""
+    out_of_range = [c for c in classes if not 0 <= c < num_classes]
+    if out_of_range:
+        raise ConfigError(f"classes = {list(classes)}: {out_of_range} out of range; this dataset has classes "
+                          f"0..{num_classes - 1}", key="classes")
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"classes = {list(classes)} lists a class twice; give each class once", key="classes")
+    relabel = torch.full((num_classes,), -1, dtype=torch.long)
+    relabel[torch.as_tensor(list(classes), dtype=torch.long)] = torch.arange(len(classes))
+    new_labels = relabel[labels]
+    keep = torch.nonzero(new_labels >= 0).flatten()
+    if keep.numel() == 0:
+        raise ConfigError(f"classes = {list(classes)}: a split has no example of these classes", key="classes")
+    return images[keep], new_labels[keep]
+
+
 def take_subset(images: torch.Tensor, labels: torch.Tensor, n: int | None, mode: str, num_classes: int,
                 key: str) -> tuple[torch.Tensor, torch.Tensor]:
     if n is None:
@@ -223,8 +241,10 @@ def make_bundle(name: str, config, train: tuple[np.ndarray, np.ndarray], test: t
     """Shared tail of every loader: layout, padding, subsets, statistics, augmentation.
 
     ``train``/``test`` are uint8 images (N, H, W) or (N, C, H, W) with integer labels.
+    ``config.classes`` narrows both splits first, so statistics and subsets see only the kept classes.
     """
     num_classes = len(class_names)
+    classes = getattr(config, "classes", None)
     tensors = {}
     for split, (images, labels) in (("train", train), ("test", test)):
         x = torch.from_numpy(np.ascontiguousarray(images))
@@ -234,7 +254,9 @@ def make_bundle(name: str, config, train: tuple[np.ndarray, np.ndarray], test: t
             pad_h, pad_w = 32 - x.shape[2], 32 - x.shape[3]
             x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
         y = torch.from_numpy(np.asarray(labels).astype(np.int64))
-        tensors[split] = (x, y)
+        tensors[split] = keep_classes(x, y, classes, num_classes) if classes is not None else (x, y)
+    if classes is not None:
+        class_names, num_classes = tuple(class_names[c] for c in classes), len(classes)
     mean, std = channel_stats(tensors["train"][0])
     x_train, y_train = take_subset(*tensors["train"], config.subset, config.subset_mode, num_classes, "subset")
     x_test, y_test = take_subset(*tensors["test"], config.test_subset, config.subset_mode, num_classes,

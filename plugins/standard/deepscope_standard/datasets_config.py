@@ -16,6 +16,15 @@ from deepscope import param, positive
 _IMPL = "deepscope_standard.datasets"
 
 
+def distinct_class_indices(instance, attribute, value) -> None:
+    """Validator: a non-empty list of distinct, non-negative class indices (None: every class)."""
+    if value is None:
+        return
+    if not value or len(set(value)) != len(value) or min(value) < 0:
+        raise ValueError(f"'{attribute.name}' must be a non-empty list of distinct class indices >= 0, "
+                         f"e.g. [3, 7]: {list(value)!r}")
+
+
 @attrs.define(kw_only=True)
 class DataConfig:
     """Loader parameters every standard dataset accepts."""
@@ -26,6 +35,10 @@ class DataConfig:
     test_subset: Optional[int] = param(None, doc="use only N test examples (see subset_mode)", validator=positive)
     subset_mode: Literal["first", "balanced"] = param(
         "first", doc="'first': the first N examples; 'balanced': the first N // classes of every class")
+    classes: Optional[list[int]] = param(
+        None, doc="keep only these classes (train and test), relabelled 0..k-1 in the order given, e.g. [3, 7] "
+                  "for a binary task; subsets and statistics then see only the kept classes",
+        validator=distinct_class_indices)
     augment: bool = param(False, doc="random crop (padding 4) and horizontal flip of training images")
     num_workers: int = param(0, doc="DataLoader worker processes", validator=attrs.validators.ge(0))
 

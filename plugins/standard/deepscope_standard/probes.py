@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .trainers import evaluate, hard_labels, train_model
+from .trainers import cross_entropy_targets, evaluate, hard_labels, train_model
 
 
 def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, bins: int = 15) -> float:
@@ -41,7 +41,7 @@ class AccuracyProbe:
             for xb, yb in batches:
                 xb, yb = xb.to(state.device), yb.to(state.device)
                 logits = model(xb).float()
-                loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+                loss += float(F.cross_entropy(logits, cross_entropy_targets(yb, logits.dtype), reduction="sum"))
                 conf, pred = logits.softmax(1).max(1)
                 confidences.append(conf.cpu())
                 hits.append((pred == hard_labels(yb)).cpu())

@@ -56,24 +56,54 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config, steps_per_epoch: in
 
 
 def hard_labels(y: torch.Tensor) -> torch.Tensor:
-    """Class indices of hard or soft (probability) labels."""
-    return y.argmax(1) if y.dim() == 2 else y
+    """Class indices of hard labels (any dtype, shape [N]) or soft ones (argmax of [N, C])."""
+    return y.argmax(1) if y.dim() == 2 else y.long()
 
 
-def cross_entropy_loss(label_smoothing: float = 0.0) -> BatchLoss:
-    """The standard batch loss; soft labels (distilled sets) are probability targets."""
+def cross_entropy_targets(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Class indices as int64, or soft [N, C] labels in the logits' dtype (what F.cross_entropy takes)."""
+    return y.to(dtype) if y.dim() == 2 else y.long()
+
+
+def regression_targets(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """MSE targets: class indices become one-hot rows; [N, C] float labels are used as they are."""
+    if y.dim() != 2:
+        return F.one_hot(y.long(), num_classes).to(dtype)
+    if y.shape[1] != num_classes:
+        raise ValueError(f"loss = 'mse': the labels have {y.shape[1]} columns but the model has "
+                         f"{num_classes} outputs")
+    return y.to(dtype)
+
+
+def supervised_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce",
+                    label_smoothing: float = 0.0) -> torch.Tensor:
+    """Batch-mean loss of ``logits`` against hard or soft labels ``y``.
+
+    'ce': cross-entropy (soft [N, C] labels are probability targets);
+    'mse': ``||logits - t||^2`` summed over outputs, averaged over the batch,
+    with ``t`` from :func:`regression_targets`.
+    """
+    if loss == "mse":
+        return (logits - regression_targets(y, logits.shape[1], logits.dtype)).square().sum(1).mean()
+    if loss != "ce":
+        raise ValueError(f"unknown loss {loss!r}: use 'ce' or 'mse'")
+    return F.cross_entropy(logits, cross_entropy_targets(y, logits.dtype), label_smoothing=label_smoothing)
+
+
+def supervised_batch_loss(loss: str = "ce", label_smoothing: float = 0.0) -> BatchLoss:
+    """The standard batch loss (see :func:`supervised_loss`); accuracy counts use hard labels."""
 
     def batch_loss(model, x, y):
         logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        return loss, {"loss": loss.detach() * len(x), "correct": (logits.argmax(1) == hard_labels(y)).sum()}
+        value = supervised_loss(logits, y, loss, label_smoothing)
+        return value, {"loss": value.detach() * len(x), "correct": (logits.argmax(1) == hard_labels(y)).sum()}
 
     return batch_loss
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, device: torch.device | str) -> dict[str, float]:
-    """Accuracy and mean cross-entropy in eval mode (the previous mode is restored)."""
+    """Accuracy and mean cross-entropy in eval mode, whatever the training loss (the previous mode is restored)."""
     was_training = model.training
     model.eval()
     loss = correct = total = 0.0
@@ -81,7 +111,7 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device | str) ->
         for x, y in batches:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
-            loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+            loss += float(F.cross_entropy(logits.float(), cross_entropy_targets(y, torch.float32), reduction="sum"))
             correct += float((logits.argmax(1) == hard_labels(y)).sum())
             total += len(y)
     finally:
@@ -175,7 +205,7 @@ def train_model(model: nn.Module, data: DataLoader | Dataset | tuple[torch.Tenso
         import attrs
 
         config = attrs.evolve(config, lr=lr)
-    loader = _as_loader(data, config.batch_size)
+    loader = _as_loader(data, config.batch_size, config.shuffle)
     model.to(device)
     apply_masks(model, masks or {})
 
@@ -183,29 +213,30 @@ def train_model(model: nn.Module, data: DataLoader | Dataset | tuple[torch.Tenso
         if test is not None:
             metrics["test_acc"] = evaluate(model, test, device)["acc"]
 
-    return train_loop(model, loader, config, device, batch_loss=cross_entropy_loss(config.label_smoothing),
+    return train_loop(model, loader, config, device, batch_loss=supervised_batch_loss(config.loss,
+                                                                                      config.label_smoothing),
                       after_step=(lambda: apply_masks(model, masks)) if masks else None, epoch_end=epoch_end)
 
 
-def _as_loader(data, batch_size: int | None) -> DataLoader:
+def _as_loader(data, batch_size: int | None, shuffle: bool) -> DataLoader:
     if isinstance(data, DataLoader):
         return data
     if isinstance(data, tuple):
         data = TensorDataset(*data)
-    return DataLoader(data, batch_size=batch_size or 256, shuffle=True)
+    return DataLoader(data, batch_size=batch_size or 256, shuffle=shuffle)
 
 
 # --------------------------------------------------------------------------- trainers
 
 
 class StandardTrainer:
-    """Cross-entropy training of ``state.model`` in place; masks stay applied after every step."""
+    """Cross-entropy or MSE training of ``state.model`` in place; masks stay applied after every step."""
 
     def __init__(self, config):
         self.config = config
 
     def batch_loss(self, state, ctx) -> BatchLoss:
-        return cross_entropy_loss(self.config.label_smoothing)
+        return supervised_batch_loss(self.config.loss, self.config.label_smoothing)
 
     def train(self, state, ctx) -> None:
         model, device = state.model, state.device
@@ -223,7 +254,8 @@ class StandardTrainer:
         def progress(loader, total, epoch):
             return ctx.progress(loader, total=total, description=f"{ctx.prefix} epoch {epoch + 1}")
 
-        train_loop(model, state.data.train_loader(batch_size=self.config.batch_size), self.config, device,
+        loader = state.data.train_loader(batch_size=self.config.batch_size, shuffle=self.config.shuffle)
+        train_loop(model, loader, self.config, device,
                    batch_loss=self.batch_loss(state, ctx), after_step=after_step, epoch_end=epoch_end,
                    progress=progress, resume=lambda objects: ctx.resume(**objects))
 
@@ -240,8 +272,8 @@ class AdversarialTrainer(StandardTrainer):
 
     def batch_loss(self, state, ctx) -> BatchLoss:
         attack = self.build_attack(state)
-        smoothing, mix, attack_in_train_mode = self.config.label_smoothing, self.config.mix, \
-            self.config.bn_mode == "train"
+        kind, smoothing, mix = self.config.loss, self.config.label_smoothing, self.config.mix
+        attack_in_train_mode = self.config.bn_mode == "train"
 
         def batch_loss(model, x, y):
             model.train(attack_in_train_mode)
@@ -252,10 +284,10 @@ class AdversarialTrainer(StandardTrainer):
                     clean_logits = model(x)
             model.train()
             adv_logits = model(x_adv)
-            loss = F.cross_entropy(adv_logits, y, label_smoothing=smoothing)
+            loss = supervised_loss(adv_logits, y, kind, smoothing)
             if mix > 0:
                 clean_logits = model(x)
-                loss = (1 - mix) * loss + mix * F.cross_entropy(clean_logits, y, label_smoothing=smoothing)
+                loss = (1 - mix) * loss + mix * supervised_loss(clean_logits, y, kind, smoothing)
             labels = hard_labels(y)
             return loss, {"loss": loss.detach() * len(x), "correct": (clean_logits.argmax(1) == labels).sum(),
                           "robust_train_correct": (adv_logits.argmax(1) == labels).sum()}

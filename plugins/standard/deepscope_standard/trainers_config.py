@@ -27,8 +27,15 @@ class TrainConfig:
                         validator=positive)
     iterations: Optional[int] = param(None, doc="train for this many optimizer steps instead of `epochs`",
                                       validator=positive)
-    label_smoothing: float = param(0.0, doc="label smoothing of the cross-entropy",
+    loss: Literal["ce", "mse"] = param(
+        "ce", doc="'ce': cross-entropy (hard labels, or soft probability labels as targets); 'mse': squared "
+                  "error ||f(x) - t||^2 summed over the C outputs, averaged over the batch, as the KIP/NTK "
+                  "papers train on distilled sets: integer labels become one-hot targets t (float, C wide), "
+                  "float labels of shape [N, C] (soft labels, regression targets) are used as they are")
+    label_smoothing: float = param(0.0, doc="label smoothing of the cross-entropy (loss = 'ce' only)",
                                    validator=in_range(0, 1, high_open=True))
+    shuffle: bool = param(True, doc="reshuffle the training set every epoch; false keeps the dataset order "
+                                    "(full-batch or order-sensitive experiments)")
     batch_size: Optional[int] = param(None, doc="training batch size (default: the dataset's)",
                                       validator=positive)
 
@@ -39,11 +46,15 @@ class TrainConfig:
             raise ValueError(f"'milestones' must be positive and increasing: {list(self.milestones)}")
         if self.milestones and self.schedule != "step":
             raise ValueError("'milestones' only apply to schedule = 'step'")
+        if self.label_smoothing > 0 and self.loss != "ce":
+            # worded as attrs' validators are, so the loader reports it at the key path
+            raise ValueError(f"'label_smoothing' must be 0 with loss = {self.loss!r} (smoothing applies to "
+                             f"the cross-entropy only; remove it or set loss = 'ce'): {self.label_smoothing}")
 
 
 @attrs.define(kw_only=True)
 class StandardConfig(TrainConfig):
-    """Supervised training with cross-entropy; logs loss, train and test accuracy per epoch."""
+    """Supervised training (cross-entropy or MSE); logs loss, train and test accuracy per epoch."""
 
 
 @attrs.define(kw_only=True)
@@ -64,6 +75,7 @@ class AdversarialConfig(TrainConfig):
 
 def register(register):
     register("standard", "deepscope_standard.trainers:StandardTrainer", StandardConfig,
-             doc="SGD/Adam with constant, step or cosine schedule; keeps pruning masks applied.")
+             doc="Cross-entropy or MSE; SGD/Adam with constant, step or cosine schedule; keeps pruning "
+                 "masks applied.")
     register("adversarial", "deepscope_standard.trainers:AdversarialTrainer", AdversarialConfig,
              doc="PGD adversarial training with any registered attack as the inner maximization.")

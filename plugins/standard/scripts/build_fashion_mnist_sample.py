@@ -30,6 +30,12 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+def idx_path(source: Path, stem: str) -> Path:
+    """``stem.gz`` in ``source``, else the uncompressed ``stem`` (both hold the same bytes)."""
+    gz = source / f"{stem}.gz"
+    return gz if gz.is_file() else source / stem
+
+
 def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
     """Indices of the first ``per_class`` examples of every class, in file order."""
     chosen = [np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]
@@ -38,13 +44,13 @@ def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="directory with the four Fashion-MNIST IDX .gz files")
+    parser.add_argument("source", type=Path, help="directory with the four Fashion-MNIST IDX files (.gz or raw)")
     parser.add_argument("output", type=Path, help="the .npz file to write")
     args = parser.parse_args()
     arrays = {}
     for split, prefix, per_class in (("train", "train", TRAIN_PER_CLASS), ("test", "t10k", TEST_PER_CLASS)):
-        images = read_idx(args.source / f"{prefix}-images-idx3-ubyte.gz")
-        labels = read_idx(args.source / f"{prefix}-labels-idx1-ubyte.gz")
+        images = read_idx(idx_path(args.source, f"{prefix}-images-idx3-ubyte"))
+        labels = read_idx(idx_path(args.source, f"{prefix}-labels-idx1-ubyte"))
         keep = first_per_class(labels, per_class)
         arrays[f"x_{split}"] = np.ascontiguousarray(images[keep])
         arrays[f"y_{split}"] = labels[keep].astype(np.uint8)

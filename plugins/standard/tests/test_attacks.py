@@ -316,7 +316,7 @@ def test_attack_stage_in_a_pipeline(use, extra):
 
 
 def test_config_validation_messages():
-    from deepscope.config import structure_config
+    from deepscope import structure_config
 
     _, issues = structure_config(attacks_config.PGDConfig, {"eps": -0.1, "norm": "l1", "steps": 0}, "$.stage[0]",
                                  what="attack 'pgd'")

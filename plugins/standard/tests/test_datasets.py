@@ -1,13 +1,17 @@
-"""Datasets: the embedded sample, the readers and layouts, subsets, padding, augmentation, errors.
+"""Datasets: the embedded sample, the readers and layouts, subsets, classes, padding, augmentation, errors.
 
-Oracles: the original IDX files read here independently (and torchvision's own
-IDX reader), brute force over every crop/flip, label histograms, float64 stats.
+Oracles: IDX files written here by the published format and read back
+independently (and by torchvision's own IDX reader), brute force over every
+crop/flip, label histograms, exact stats. Every reader runs on small files the
+tests generate in the real on-disk formats; only the checks against the real
+full Fashion-MNIST need it installed, and they skip (saying how) without it.
 """
 
 from __future__ import annotations
 
 import gzip
 import math
+import os
 import pickle
 import runpy
 import shutil
@@ -22,12 +26,30 @@ from torch.utils.data import TensorDataset
 import deepscope_standard
 from deepscope_standard import datasets as ds
 from deepscope_standard.datasets_config import FullDataConfig, MnistLikeConfig, SampleConfig
-from deepscope import ConfigError, DataError
-from deepscope.config import structure_component
+from deepscope import ConfigError, DataError, structure_component
 from deepscope.testing import make_host
 
-# the real Fashion-MNIST files beside the checkout (../shared/data, as in development and CI)
-FMNIST = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "fashion-mnist"
+CHECKOUT = Path(__file__).resolve().parents[3]
+
+
+def real_fashion_mnist_places() -> list[Path]:
+    """Where a user keeps the full Fashion-MNIST: $DEEPSCOPE_DATA, the Debian package, ../shared/data."""
+    bases = []
+    if os.environ.get("DEEPSCOPE_DATA"):
+        env = Path(os.environ["DEEPSCOPE_DATA"]).expanduser()
+        bases += [env / "fashion-mnist", env]
+    bases += [Path("/usr/share/datasets/fashion-mnist"), CHECKOUT.parent / "shared" / "data" / "fashion-mnist"]
+    return [d for base in bases for d in (base, base / "FashionMNIST" / "raw")]
+
+
+# read once at import, before the autouse fixture below hides DEEPSCOPE_DATA from the tests
+FMNIST_PLACES = real_fashion_mnist_places()
+FMNIST = next((d for d in FMNIST_PLACES if ds.has_idx_files(d)), None)
+needs_real_fashion_mnist = pytest.mark.skipif(
+    FMNIST is None, reason="needs the full Fashion-MNIST (the four IDX files): install the Debian package "
+    "dataset-fashion-mnist, or put the files from https://github.com/zalandoresearch/fashion-mnist in "
+    "$DEEPSCOPE_DATA/fashion-mnist and export DEEPSCOPE_DATA; looked in "
+    + ", ".join(str(d) for d in FMNIST_PLACES))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +78,7 @@ def exact_stats(pixels: torch.Tensor) -> tuple[list[float], list[float]]:
 
 def raw_idx(path: Path) -> np.ndarray:
     """Independent IDX decoding for the oracle: magic, big-endian dims, then bytes."""
-    with gzip.open(path, "rb") as f:
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
         data = f.read()
     ndim = data[3]
     dims = tuple(int(np.frombuffer(data[4 + 4 * i:8 + 4 * i], dtype=">u4")[0]) for i in range(ndim))
@@ -65,7 +87,8 @@ def raw_idx(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fmnist_test_split():
-    return raw_idx(FMNIST / "t10k-images-idx3-ubyte.gz"), raw_idx(FMNIST / "t10k-labels-idx1-ubyte.gz")
+    return (raw_idx(ds.idx_file(FMNIST, "t10k-images-idx3-ubyte")),
+            raw_idx(ds.idx_file(FMNIST, "t10k-labels-idx1-ubyte")))
 
 
 # --------------------------------------------------------------------------- the embedded sample
@@ -87,6 +110,7 @@ def test_sample_shapes_range_and_balance(registry):
     assert info.mean[0] == pytest.approx(mean[0], rel=1e-14) and info.std[0] == pytest.approx(std[0], rel=1e-14)
 
 
+@needs_real_fashion_mnist
 def test_sample_is_the_first_images_of_each_class(fmnist_test_split):
     images, labels = fmnist_test_split
     keep = np.sort(np.concatenate([np.flatnonzero(labels == c)[:100] for c in range(10)]))
@@ -99,6 +123,7 @@ def test_sample_is_the_first_images_of_each_class(fmnist_test_split):
 # --------------------------------------------------------------------------- full Fashion-MNIST
 
 
+@needs_real_fashion_mnist
 def test_flat_layout_reads_the_real_files(registry):
     bundle = registry.get("dataset", "fashion-mnist").build(MnistLikeConfig(root=str(FMNIST)))
     (x, y), (xt, yt) = bundle.train.tensors, bundle.test.tensors
@@ -107,27 +132,6 @@ def test_flat_layout_reads_the_real_files(registry):
     assert torch.bincount(yt, minlength=10).tolist() == [1000] * 10
     assert 0 <= float(x.min()) and float(x.max()) <= 1
     assert bundle.info.input_shape == (1, 28, 28) and bundle.info.num_classes == 10
-
-
-def test_idx_reader_matches_torchvision(tmp_path, fmnist_test_split):
-    from torchvision.datasets.mnist import read_image_file, read_label_file
-
-    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-        with gzip.open(FMNIST / f"{stem}.gz", "rb") as src, open(tmp_path / stem, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    ours_gz = ds.read_idx(FMNIST / "t10k-images-idx3-ubyte.gz")
-    ours_raw = ds.read_idx(tmp_path / "t10k-images-idx3-ubyte")
-    theirs = read_image_file(str(tmp_path / "t10k-images-idx3-ubyte")).numpy()
-    assert np.array_equal(ours_gz, theirs) and np.array_equal(ours_raw, theirs)
-    labels = read_label_file(str(tmp_path / "t10k-labels-idx1-ubyte")).numpy()
-    assert np.array_equal(ds.read_idx(FMNIST / "t10k-labels-idx1-ubyte.gz"), labels)
-
-
-def test_truncated_idx_file_is_a_data_error(tmp_path):
-    data = gzip.open(FMNIST / "t10k-labels-idx1-ubyte.gz").read()
-    (tmp_path / "cut").write_bytes(data[:-5])
-    with pytest.raises(DataError, match="truncated"):
-        ds.read_idx(tmp_path / "cut")
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -144,6 +148,45 @@ def small_idx_set(directory: Path, n_train: int = 12, n_test: int = 5, seed: int
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+
+
+def test_idx_reader_matches_torchvision_on_written_files(tmp_path):
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    rng = np.random.default_rng(4)
+    images, labels = rng.integers(0, 256, (7, 28, 28)), rng.integers(0, 10, 7)
+    write_idx(tmp_path / "images.gz", images)
+    write_idx(tmp_path / "labels.gz", labels)
+    for stem in ("images", "labels"):
+        (tmp_path / stem).write_bytes(gzip.open(tmp_path / f"{stem}.gz").read())
+    theirs = read_image_file(str(tmp_path / "images")).numpy()
+    assert np.array_equal(theirs, images)  # the writer follows the format torchvision reads
+    for path in (tmp_path / "images.gz", tmp_path / "images"):
+        ours = ds.read_idx(path)
+        assert ours.dtype == np.uint8 and np.array_equal(ours, theirs) and np.array_equal(ours, raw_idx(path))
+    assert np.array_equal(ds.read_idx(tmp_path / "labels.gz"), read_label_file(str(tmp_path / "labels")).numpy())
+    assert np.array_equal(ds.read_idx(tmp_path / "labels"), labels)
+
+
+@needs_real_fashion_mnist
+def test_idx_reader_matches_torchvision_on_the_real_files(tmp_path):
+    from torchvision.datasets.mnist import read_image_file
+
+    source = ds.idx_file(FMNIST, "t10k-images-idx3-ubyte")
+    opener = gzip.open if source.suffix == ".gz" else open
+    with opener(source, "rb") as src, open(tmp_path / "images", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    assert np.array_equal(ds.read_idx(source), read_image_file(str(tmp_path / "images")).numpy())
+
+
+def test_truncated_or_foreign_idx_file_is_a_data_error(tmp_path):
+    write_idx(tmp_path / "labels.gz", np.arange(20) % 10)
+    (tmp_path / "cut").write_bytes(gzip.open(tmp_path / "labels.gz").read()[:-5])
+    with pytest.raises(DataError, match="truncated"):
+        ds.read_idx(tmp_path / "cut")
+    (tmp_path / "foreign").write_bytes(b"PK\x03\x04 not an IDX file")
+    with pytest.raises(DataError, match="not an IDX file"):
+        ds.read_idx(tmp_path / "foreign")
 
 
 @pytest.mark.parametrize("layout", ["name-flat", "name-torchvision", "torchvision"])
@@ -211,14 +254,20 @@ def test_missing_data_names_every_place_looked(monkeypatch, tmp_path):
 
 
 def _fake_cifar(folder: Path, files: dict[str, int], label_key: str, classes: int, seed: int = 0):
+    """Batches as the python version of CIFAR stores them: protocol-2 pickles of a dict with uint8
+    ``data`` (N, 3072), labels as a list, and the batch label and file names beside them."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     made = {}
     for name, n in files.items():
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         labels = rng.integers(0, classes, size=n).tolist()
+        batch = {"batch_label": f"{name} of fake", label_key: labels, "data": data,
+                 "filenames": [f"img_{i}.png" for i in range(n)]}
+        if label_key == "fine_labels":
+            batch["coarse_labels"] = [label // 5 for label in labels]
         with open(folder / name, "wb") as f:
-            pickle.dump({"data": data, label_key: labels}, f)
+            pickle.dump(batch, f, protocol=2)
         made[name] = (data, labels)
     return made
 
@@ -247,7 +296,8 @@ def test_cifar100_fine_labels_and_names(tmp_path):
     _fake_cifar(folder, {"train": 8, "test": 3}, "fine_labels", 100)
     names = [f"class{i}" for i in range(100)]
     with open(folder / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": names}, f)
+        pickle.dump({"fine_label_names": names, "coarse_label_names": [f"super{i}" for i in range(20)]}, f,
+                    protocol=2)
     bundle = ds.load_cifar100(FullDataConfig(root=str(tmp_path / "cifar100")))
     assert bundle.info.num_classes == 100 and bundle.info.class_names == tuple(names) and len(bundle.train) == 8
 
@@ -298,6 +348,54 @@ def test_subset_errors():
     with pytest.raises(ConfigError) as err:
         ds.balanced_indices(torch.tensor([0, 0, 1, 0]), 4, num_classes=2, key="test_subset")
     assert err.value.issues[0].path == "test_subset"
+
+
+def test_classes_keep_and_relabel_in_the_order_given():
+    full = ds.load_fashion_mnist_sample(SampleConfig())
+    kept = ds.load_fashion_mnist_sample(SampleConfig(classes=[7, 3, 9]))
+    assert kept.info.num_classes == 3 and kept.info.class_names == ("Sneaker", "Dress", "Ankle boot")
+    for split, per_class in (("train", 500), ("test", 100)):
+        x_full, y_full = getattr(full, split).tensors
+        x, y = getattr(kept, split).tensors
+        assert torch.bincount(y, minlength=3).tolist() == [per_class] * 3 and y.dtype == torch.int64
+        # brute force: walk the split in order, keep rows of 7, 3, 9 and name them 0, 1, 2
+        rows = [i for i, label in enumerate(y_full.tolist()) if label in (7, 3, 9)]
+        assert torch.equal(x, x_full[rows])
+        assert y.tolist() == [{7: 0, 3: 1, 9: 2}[label] for label in y_full[rows].tolist()]
+    mean, std = exact_stats((kept.train.tensors[0] * 255).round().long())  # stats of the kept classes only
+    assert kept.info.mean[0] == pytest.approx(mean[0], rel=1e-14) and kept.info.std[0] == pytest.approx(std[0], rel=1e-14)
+
+
+def test_balanced_subset_over_the_kept_classes():
+    bundle = ds.load_fashion_mnist_sample(SampleConfig(classes=[3, 7], subset=40, test_subset=11,
+                                                       subset_mode="balanced"))
+    assert torch.bincount(bundle.train.tensors[1], minlength=2).tolist() == [20, 20]
+    assert torch.bincount(bundle.test.tensors[1], minlength=2).tolist() == [6, 5]  # the first class gets one more
+    binary = ds.load_fashion_mnist_sample(SampleConfig(classes=[3, 7]))
+    first = ds.load_fashion_mnist_sample(SampleConfig(classes=[3, 7], subset=40))
+    assert torch.equal(first.train.tensors[0], binary.train.tensors[0][:40])  # 'first' N of the kept classes
+
+
+def test_classes_apply_to_files_read_from_disk(tmp_path):
+    small_idx_set(tmp_path / "idx", n_train=30, n_test=10)  # labels 0..9 repeating
+    bundle = ds.load_mnist(MnistLikeConfig(root=str(tmp_path / "idx"), classes=[1, 0]))
+    assert bundle.info.class_names == ("1", "0") and len(bundle.train) == 6
+    assert bundle.test.tensors[1].tolist() == [1, 0]  # test rows 0 (label 0) and 1 (label 1), relabelled
+
+
+def test_classes_errors_name_the_key(registry):
+    for bad in ([3, 3], [-1, 2], []):
+        _, issues = structure_component(registry, "dataset", {"use": "fashion-mnist-sample", "classes": bad},
+                                        "$.data")
+        assert [i.path for i in issues] == ["$.data.classes"], bad
+    spec, issues = structure_component(registry, "dataset", {"use": "fashion-mnist-sample", "classes": [2, 10]},
+                                       "$.data")
+    assert issues == []
+    with pytest.raises(ConfigError, match=r"\[10\] out of range; this dataset has classes 0..9") as err:
+        spec.build()
+    assert err.value.issues[0].path == "$.data.classes"  # the spec adds where the table sits
+    with pytest.raises(ConfigError, match="lists a class twice"):
+        ds.keep_classes(torch.zeros(2, 1, 1, 1), torch.tensor([0, 1]), [1, 1], num_classes=2)
 
 
 def test_pad_to_32_centres_the_image():
@@ -400,6 +498,7 @@ def test_registry_and_config_checks(registry):
     assert paths == ["$.data.batch_size", "$.data.pad_to_32", "$.data.subset_mode"]
 
 
+@needs_real_fashion_mnist
 def test_build_script_reproduces_the_embedded_sample(tmp_path, monkeypatch):
     script = Path(deepscope_standard.__file__).resolve().parents[1] / "scripts" / "build_fashion_mnist_sample.py"
     output = tmp_path / "sample.npz"

@@ -18,8 +18,7 @@ from torch import nn
 import deepscope_standard
 from deepscope_standard import models as M
 from deepscope_standard.models_config import MODELS
-from deepscope import ConfigError, DatasetInfo, Network
-from deepscope.config import structure_component
+from deepscope import ConfigError, DatasetInfo, Network, structure_component
 from deepscope.testing import make_host
 
 GRAY = DatasetInfo("gray", 10, (1, 28, 28), (0.3,), (0.35,))

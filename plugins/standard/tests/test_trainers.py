@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepscope_standard import attacks_config, probes_config, trainers_config
-from deepscope_standard.trainers import evaluate, lr_factor, make_scheduler, train_model
+from deepscope_standard.trainers import (evaluate, lr_factor, make_scheduler, supervised_batch_loss, supervised_loss,
+                                         train_model)
 from deepscope import ConfigError, hookimpl
 from deepscope.testing import make_host, run_toml, tiny_data
 
@@ -29,6 +30,20 @@ class ModeRecorder(nn.Module):
     def forward(self, x):
         self.modes.append(self.training)
         return self.net(x)
+
+
+class InputRecorder(nn.Module):
+    """A linear model that keeps a copy of every input it sees in train mode (the batches, in order)."""
+
+    def __init__(self, classes: int):
+        super().__init__()
+        self.linear = nn.Linear(16, classes)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append(x.detach().clone())
+        return self.linear(x.flatten(1))
 
 
 class HalfPruner:
@@ -63,6 +78,8 @@ class Plugin:
         def build(config, info):
             if self.model == "recorder":
                 return ModeRecorder(info.num_classes)
+            if self.model == "inputs":
+                return InputRecorder(info.num_classes)
             return nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, info.num_classes))
 
         register("tiny-mlp", build, None)
@@ -286,6 +303,117 @@ def test_config_cross_field_errors_name_the_field():
 
 
 
+# --------------------------------------------------------------------------- loss = "mse", shuffle
+
+
+def test_mse_loss_is_the_hand_computed_closed_form():
+    logits = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 3.0]])
+    # hard labels [1, 2] -> one-hot rows; per row: (1-0)^2 + (2-1)^2 + 0^2 = 2 and 0.5^2 + 1^2 + (3-1)^2 = 5.25
+    assert float(supervised_loss(logits, torch.tensor([1, 2]), "mse")) == pytest.approx((2 + 5.25) / 2)
+    # the same labels stored as floats (distilled sets keep their dtype) are still class indices
+    assert float(supervised_loss(logits, torch.tensor([1.0, 2.0]), "mse")) == pytest.approx((2 + 5.25) / 2)
+    # [N, C] float targets are used as they are: (1-.2)^2 + (2-.8)^2 + 0 = 2.08; (.5+1)^2 + (-1-0)^2 + (3-2)^2 = 4.25
+    soft = torch.tensor([[0.2, 0.8, 0.0], [-1.0, 0.0, 2.0]], dtype=torch.float64)
+    assert float(supervised_loss(logits, soft, "mse")) == pytest.approx((2.08 + 4.25) / 2)
+    with pytest.raises(ValueError, match="2 columns but the model has 3 outputs"):
+        supervised_loss(logits, soft[:, :2], "mse")
+
+
+def test_mse_batch_loss_of_a_fixed_linear_model():
+    model = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))  # logits = (x0, 2 x1)
+    x = torch.tensor([[1.0, 1.0], [3.0, 0.0], [0.0, -1.0]])
+    y = torch.tensor([1, 0, 1])
+    # logits (1, 2), (3, 0), (0, -2); targets (0, 1), (1, 0), (0, 1): errors 1 + 1, 4 + 0, 0 + 9
+    loss, sums = supervised_batch_loss("mse")(model, x, y)
+    assert float(loss.detach()) == pytest.approx(15 / 3)
+    assert float(sums["loss"]) == pytest.approx(15) and int(sums["correct"]) == 2  # argmax 1, 0, 0
+
+
+def test_ce_path_matches_torch_for_hard_and_soft_labels():
+    logits = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 3.0]])
+    hard = torch.tensor([1, 2])
+    soft = torch.tensor([[0.1, 0.9, 0.0], [0.3, 0.3, 0.4]], dtype=torch.float64)
+    assert torch.equal(supervised_loss(logits, hard, "ce", 0.1), F.cross_entropy(logits, hard, label_smoothing=0.1))
+    assert torch.allclose(supervised_loss(logits, soft), F.cross_entropy(logits, soft.float()))
+
+
+def test_standard_trainer_learns_a_separable_problem_with_mse():
+    plugin = Plugin(n_train=96)
+    result = run(plugin, """
+        [[stage]]
+        do = "train"
+        use = "standard"
+        loss = "mse"
+        epochs = 8
+        lr = 0.05
+        """)
+    losses = plugin.series("train/standard/loss")
+    assert losses[-1][1] < 0.5 * losses[0][1]
+    assert plugin.series("train/standard/train_acc")[-1][1] > 0.9
+    assert plugin.series("train/standard/test_acc")[-1][1] > 0.8
+    assert result.state.step == 8 * math.ceil(96 / 16)
+
+
+def test_train_model_with_mse_on_float_hard_labels():
+    data = tiny_data(n_train=96, n_test=64, shape=SHAPE, classes=3, seed=2)
+    x, y = data.tensors("train")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    config = trainers_config.StandardConfig(loss="mse", epochs=30, batch_size=32, lr=0.1)
+    history = train_model(model, (x, y.float()), config, test=data.test_loader())
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["train_acc"] > 0.8 and history[-1]["test_acc"] > 0.8
+
+
+def test_label_smoothing_with_mse_is_a_config_error_at_its_key():
+    with pytest.raises(ValueError, match="'label_smoothing' must be 0 with loss = 'mse'"):
+        trainers_config.StandardConfig(loss="mse", label_smoothing=0.1)
+    trainers_config.StandardConfig(loss="ce", label_smoothing=0.1)
+    with pytest.raises(ConfigError) as err:
+        run(Plugin(), """
+            [[stage]]
+            do = "train"
+            use = "adversarial"
+            loss = "mse"
+            label_smoothing = 0.1
+            """)
+    assert [issue.path for issue in err.value.issues] == ["$.stage[0].label_smoothing"]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_shuffle_false_trains_on_the_dataset_order(shuffle):
+    plugin = Plugin(n_train=64, model="inputs")  # 4 batches of 16 per epoch
+    result = run(plugin, f"""
+        [[stage]]
+        do = "train"
+        use = "standard"
+        epochs = 2
+        shuffle = {str(shuffle).lower()}
+        """)
+    network = result.state.model
+    seen = network.body.seen  # the body sees normalized inputs
+    with torch.no_grad():
+        dataset_x = network.normalize(result.state.data.train.tensors[0])
+    assert [len(b) for b in seen] == [16] * 8
+    for epoch in (seen[:4], seen[4:]):
+        assert torch.equal(torch.cat(epoch), dataset_x) != shuffle
+
+
+def test_train_model_honours_shuffle():
+    x = torch.arange(40, dtype=torch.float32).reshape(10, 4)
+    y = torch.zeros(10, dtype=torch.long)
+    for shuffle in (False, True):
+        model = InputRecorder(2)
+        model.linear = nn.Linear(4, 2)
+        torch.manual_seed(0)
+        train_model(model, (x, y), trainers_config.StandardConfig(epochs=1, batch_size=4, shuffle=shuffle))
+        assert [len(b) for b in model.seen] == [4, 4, 2]
+        assert torch.equal(torch.cat(model.seen), x) != shuffle
+
+
+
 class Crash(Exception):
     pass
 
@@ -309,9 +437,7 @@ class CrashingPlugin(Plugin):
 @pytest.mark.slow  # three tracked runs (MLflow sqlite)
 @pytest.mark.parametrize("trainer", ["adversarial"])  # the standard trainer shares the loop
 def test_a_crashed_run_resumes_to_the_same_weights(tmp_path, trainer):
-    from deepscope.config import parse_pipeline
-    from deepscope.errors import RunFailed
-    from deepscope.runner import run_pipeline
+    from deepscope import RunFailed, parse_pipeline, run_pipeline
     from deepscope.testing import fresh_store
 
     attack = 'attack = { use = "pgd", eps = 0.05, steps = 2 }' if trainer == "adversarial" else ""

@@ -1,0 +1,52 @@
+"""The standard plugin's public part: every name in ``__all__`` resolves, and importing stays torch-free."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import deepscope_standard
+
+
+def test_every_public_name_imports_and_is_the_submodule_object():
+    from deepscope_standard import attacks, trainers, trainers_config
+
+    home = {"TrainConfig": trainers_config, "pgd": attacks, "fgsm": attacks, "ascend": attacks}
+    assert {"StandardTrainer", "TrainConfig", "train_loop", "train_model", "evaluate", "pgd", "ascend",
+            "hard_labels"} <= set(deepscope_standard.__all__)
+    for name in deepscope_standard.__all__:
+        value = getattr(deepscope_standard, name)
+        assert value is getattr(home.get(name, trainers), name), name
+
+
+def test_unknown_names_are_attribute_errors():
+    with pytest.raises(AttributeError, match="no attribute 'train_modle'"):
+        deepscope_standard.train_modle  # noqa: B018
+
+
+def test_importing_the_package_does_not_import_torch():
+    code = "import deepscope_standard, sys; assert 'torch' not in sys.modules, 'torch was imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+PLUGINS = Path(__file__).resolve().parents[2]
+PRIVATE_CORE = re.compile(r"^\s*(?:from|import)\s+deepscope\.(?!testing\b)(\w+)", re.M)
+STANDARD_SUBMODULE = re.compile(r"^\s*(?:from|import)\s+deepscope_standard\.(\w+)", re.M)
+
+
+def test_first_party_plugins_import_only_public_names():
+    sources = sorted(p for p in PLUGINS.glob("*/**/*.py") if "build" not in p.relative_to(PLUGINS).parts)
+    assert {"collapse", "scatternet", "goldilocks", "sparsity"} <= {p.relative_to(PLUGINS).parts[0] for p in sources}
+    offences = []
+    for path in sources:
+        text = path.read_text()
+        offences += [f"{path.relative_to(PLUGINS)}: deepscope.{m}" for m in PRIVATE_CORE.findall(text)]
+        if path.relative_to(PLUGINS).parts[0] != "standard":
+            offences += [f"{path.relative_to(PLUGINS)}: deepscope_standard.{m}"
+                         for m in STANDARD_SUBMODULE.findall(text)]
+    assert offences == [], "import these from `deepscope` / `deepscope_standard` instead:\n" + "\n".join(offences)
