@@ -22,18 +22,15 @@ import time
 import torch
 from torch import nn
 
-from deepscope_standard.attacks import pgd
+from deepscope_standard import pgd
 
 
 def registered_model(name: str, shape: tuple[int, int, int]) -> nn.Module:
     """The standard plugin's model (the same one pipelines use), behind its normalization layer."""
-    from deepscope.config import structure_component
-    from deepscope.data import DatasetInfo
-    from deepscope.plugins import PluginHost
-    from deepscope.runner import build_network
+    from deepscope import DatasetInfo, build_network, get_host, structure_component
 
     info = DatasetInfo("bench", 10, shape, (0.5,) * shape[0], (0.25,) * shape[0])
-    spec, issues = structure_component(PluginHost().registry, "model", {"use": name}, "bench")
+    spec, issues = structure_component(get_host().registry, "model", {"use": name}, "bench")
     assert not issues, issues
     return build_network(spec, info)
 

@@ -46,7 +46,7 @@ def main() -> None:
 
     from deepscope_scatternet.configs import ScatterNetConfig
     from deepscope_scatternet.scattering import ScatteringFrontEnd, build_scatternet
-    from deepscope.data import DatasetInfo
+    from deepscope import DatasetInfo
 
     c, size = args.channels, 32
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ from typing import Optional
 
 import attrs
 
-from .params import in_range, param, positive
+from .params import param, positive
 
 
 @attrs.define(kw_only=True)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from .plain import check_plain
 from .tracking import sqlite_path
 
 FORMAT = 2
@@ -55,35 +56,6 @@ def checkpoint_path(tracking_uri: str | None, run_id: str) -> Path:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def check_plain(value: Any, where: str = "checkpoint") -> None:
-    """Refuse, at save time, anything ``torch.load(weights_only=True)`` would refuse at resume time."""
-    import torch
-
-    if value is None or isinstance(value, (bool, int, float, str, bytes, torch.Tensor, torch.dtype, torch.device)):
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, (str, int)):
-                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}; checkpoints hold str/int keys")
-            check_plain(item, f"{where}.{key}")
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            check_plain(item, f"{where}[{i}]")
-        return
-    raise TypeError(f"{where} is a {type(value).__name__}, which a weights_only checkpoint cannot hold; save "
-                    "tensors, numbers, strings, lists and dicts (e.g. an object's state_dict())")
-
-
-def is_plain(value: Any) -> bool:
-    """Whether :func:`check_plain` accepts ``value``."""
-    try:
-        check_plain(value)
-    except TypeError:
-        return False
-    return True
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:

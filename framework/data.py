@@ -189,6 +189,6 @@ def load_synthetic(path: str | Path) -> SyntheticData:
 
 def plain_entries(values: dict[str, Any]) -> dict[str, Any]:
     """The entries a weights_only checkpoint can hold (the others are left out)."""
-    from .checkpoint import is_plain
+    from .plain import is_plain
 
     return {k: v for k, v in values.items() if is_plain(v)}
