@@ -16,6 +16,7 @@ from .errors import (ConfigError, ConfigIssue, DataError, DeepscopeError, Duplic
                      PluginLoadError, RunFailed, UnknownComponentError)
 from .hookspecs import hookimpl
 from .params import component_param, in_range, non_negative, param, positive
+from .shape import DataShape
 
 __version__ = "0.1.0"
 
@@ -72,7 +73,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "AttackConfig", "DatasetConfig", "DistillerConfig", "ModelConfig", "ProbeConfig", "TrainerConfig", "ConfigError", "ConfigIssue", "DataError", "DeepscopeError", "DuplicateComponentError",
+    "AttackConfig", "DataShape", "DatasetConfig", "DistillerConfig", "ModelConfig", "ProbeConfig", "TrainerConfig", "ConfigError", "ConfigIssue", "DataError", "DeepscopeError", "DuplicateComponentError",
     "PluginLoadError", "PrunerConfig", "RunFailed", "UnknownComponentError", "component_param", "hookimpl", "in_range",
     "non_negative", "param", "positive", *_LAZY,
 ]

@@ -120,11 +120,24 @@ class TaskAware(Protocol):
 
 
 @runtime_checkable
+class ChecksData(Protocol):
+    """A component config that can tell, before any data is loaded, whether it fits the dataset.
+
+    ``deepscope validate`` (and ``run``, before loading) calls ``config.check(shape)`` for the model and
+    every stage component, with the :class:`deepscope.DataShape` the dataset's registration declares
+    (``register(name, factory, config_cls, shape=fn)``); raise ``deepscope.ConfigError("...", key="param")``
+    to report the parameter at fault.
+    """
+
+    def check(self, shape: Any) -> None: ...
+
+
+@runtime_checkable
 class StageRunner(Protocol):
     """What a stage kind runs: ``runner(state, stage, ctx)``, doing the stage's work through its component."""
 
     def __call__(self, state: "RunState", stage: Any, ctx: "StageContext") -> None: ...
 
 
-__all__ = ["Attack", "DatasetFactory", "Distiller", "Masks", "ModelFactory", "Probe", "Pruner", "SetupAttack",
+__all__ = ["Attack", "ChecksData", "DatasetFactory", "Distiller", "Masks", "ModelFactory", "Probe", "Pruner", "SetupAttack",
            "StageRunner", "TaskAware", "Trainer"]

@@ -44,6 +44,14 @@ class DatasetInfo:
         return self.input_shape[0]
 
     @property
+    def height(self) -> int:
+        return self.input_shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.input_shape[2]
+
+    @property
     def num_inputs(self) -> int:
         c, h, w = self.input_shape
         return c * h * w

@@ -31,6 +31,12 @@ class Component:
     doc: str = ""
     requires: tuple[str, ...] = ()
     provides: tuple[str, ...] = ()
+    #: datasets: ``shape(config) -> DataShape`` without loading data (a callable or a torch-free "module:attr")
+    shape: Any = None
+
+    def data_shape(self, config: Any) -> Any:
+        """The dataset's :class:`deepscope.DataShape` for ``config``, or None when it does not say."""
+        return resolve(self.shape)(config) if self.shape is not None else None
 
     @property
     def qualified_name(self) -> str:
@@ -102,7 +108,8 @@ class Registry:
         """The ``register`` callback handed to one plugin's registration hook."""
 
         def register(name: str, factory: Any, config_cls: type | None = None, *, aliases: Iterable[str] = (),
-                     doc: str = "", requires: Iterable[str] = (), provides: Iterable[str] = ()) -> None:
+                     doc: str = "", requires: Iterable[str] = (), provides: Iterable[str] = (),
+                     shape: Any = None) -> None:
             if not isinstance(name, str) or not name or ":" in name:
                 raise ValueError(f"{plugin}: component names must be non-empty strings without ':' (got {name!r})")
             if config_cls is not None and not attrs.has(config_cls):
@@ -113,8 +120,10 @@ class Registry:
                 raise TypeError(f"{plugin}: {kind} {name!r}: its config class must subclass "
                                 f"deepscope.{base.__name__} (got {got}), because the {kind} stage reads "
                                 "the shared parameters from it")
+            if shape is not None and kind != "dataset":
+                raise TypeError(f"{plugin}: {kind} {name!r}: only datasets take shape=")
             self.add(Component(kind, name, factory, config_cls, plugin, version, tuple(aliases), doc,
-                               tuple(requires), tuple(provides)), strict=self.strict)
+                               tuple(requires), tuple(provides), shape), strict=self.strict)
 
         return register
 

@@ -34,10 +34,19 @@ def run_prune(state: RunState, stage: StageSpec, ctx: StageContext) -> None:
         raise ConfigError(state.host.registry.unknown_message("prune-target", target), key="target")
     masks = resolver_comp.resolve_factory()(pruner, state, ctx, density)
     state.set_masks(masks)
-    metrics = {"direct_sparsity": mask_sparsity(state.masks, state.model)}
+    sparsity = mask_sparsity(state.masks, state.model)
+    metrics = {"direct_sparsity": sparsity, "achieved_density": 1.0 - sparsity}
     if density is not None:
         metrics["requested_density"] = density
+        miss = abs((1.0 - sparsity) - density) / density if density > 0 else 0.0
+        if target == "direct" and miss > MISS_TOLERANCE:
+            ctx.print(f"[yellow]warning[/]: {stage.key}: pruner {stage.use!r} kept density {1.0 - sparsity:.4g}, "
+                      f"{100 * miss:.1f}% off the requested {density:.4g}")
     ctx.log_metrics(metrics)
+
+
+#: a pruner that misses the requested density by more than this (relative) is reported
+MISS_TOLERANCE = 0.01
 
 
 def prune_direct(pruner, state: RunState, ctx: StageContext, density: float | None) -> dict[str, torch.Tensor]:

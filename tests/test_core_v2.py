@@ -391,3 +391,47 @@ def test_pruner_and_attack_configs_must_subclass_the_core_bases():
     module.deepscope_register_attacks = deepscope_register_attacks
     with pytest.raises(TypeError, match="must subclass deepscope.AttackConfig"):
         make_host(module).registry
+
+
+def test_components_are_checked_against_the_data_shape_before_anything_loads():
+    text = """
+[run]
+name = "check"
+seed = 0
+
+[data]
+use = "shaped"
+side = 4
+
+[model]
+use = "pooler"
+pools = 3
+"""
+    v2_toy_plugin.loads.clear()
+    assert _errors(text) == ["p.toml: $.model.pools: 3 poolings need inputs of at least 8 pixels, these have 4"]
+    assert v2_toy_plugin.loads == []  # validate (and run, which parses first) never loaded the data
+    result = run_toml(text.replace("side = 4", "side = 8"), _host(), track=False)
+    assert result.status == "FINISHED" and v2_toy_plugin.loads == [8]
+
+
+def test_a_prune_stage_logs_requested_and_achieved_density_and_warns_on_a_miss(tmp_mlflow):
+    import io
+
+    from rich.console import Console
+
+    from deepscope import parse_pipeline, run_pipeline
+
+    text = HEAD + '\n[[stage]]\ndo = "prune"\nuse = "mag"\nsparsity = {}\n'
+    host = _host()
+    out = io.StringIO()
+    exact = run_pipeline(parse_pipeline(text.format(0.5), host.registry), host, track=False,
+                         console=Console(file=out, width=200))
+    assert exact.metrics["prune/mag/requested_density"] == 0.5
+    assert exact.metrics["prune/mag/achieved_density"] == pytest.approx(0.5, abs=0.01)
+    assert "warning" not in out.getvalue()
+    # a pruner that ignores the request (keeps half) when 0.3 was asked: the stage says so
+    host = make_host(toy_plugin, v2_toy_plugin, v2_toy_plugin.HalfPruner())
+    missed = run_pipeline(parse_pipeline(text.format(0.7).replace('"mag"', '"half"'), host.registry), host,
+                          track=False, console=Console(file=out, width=200))
+    assert missed.metrics["prune/half/achieved_density"] == pytest.approx(0.5, abs=0.01)
+    assert "prune/half: pruner 'half' kept density 0.5" in out.getvalue() and "off the requested 0.3" in out.getvalue()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from deepscope import (AttackConfig, DataBundle, SyntheticData, Task, hookimpl, param, positive,
+from deepscope import (AttackConfig, DataBundle, DataShape, SyntheticData, Task, hookimpl, param, positive,
                        task_key)
 from deepscope.testing import tiny_data
 
@@ -293,6 +293,34 @@ class MemorizeConfig:
     n: int = param(40, doc="support size", validator=positive)
 
 
+# --------------------------------------------------------------------------- checks before loading
+
+
+@attrs.define
+class ShapedConfig:
+    side: int = param(4, doc="image side", validator=positive)
+
+
+def shaped_data(config):
+    loads.append(config.side)  # a check that ran first must keep this empty
+    return tiny_data(shape=(1, config.side, config.side))
+
+
+loads: list[int] = []
+
+
+@attrs.define
+class PoolerConfig:
+    pools: int = param(1, doc="2x2 poolings", validator=positive)
+
+    def check(self, shape) -> None:
+        if shape.height < 2 ** self.pools:
+            from deepscope import ConfigError
+
+            raise ConfigError(f"{self.pools} poolings need inputs of at least {2 ** self.pools} pixels, these "
+                              f"have {shape.height}", key="pools")
+
+
 # --------------------------------------------------------------------------- registration
 
 
@@ -328,12 +356,15 @@ def deepscope_register_probes(register):
 @hookimpl
 def deepscope_register_datasets(register):
     register("two-tasks", two_tasks, TwoTasksConfig)
+    register("shaped", shaped_data, ShapedConfig,
+             shape=lambda config: DataShape("shaped", 3, (1, config.side, config.side)))
 
 
 @hookimpl
 def deepscope_register_models(register):
     register("task-heads", lambda config, info: TaskHeads(info, info.num_tasks))
     register("nearest", lambda config, info: Nearest(info))
+    register("pooler", lambda config, info: nn.Sequential(nn.Flatten(), nn.Linear(info.num_inputs, 3)), PoolerConfig)
 
 
 @hookimpl
@@ -345,3 +376,16 @@ def deepscope_register_trainers(register):
 @hookimpl
 def deepscope_register_attacks(register):
     register("mean-pull", MeanPull, MeanPullConfig)
+
+
+class HalfPruner:
+    """Registers ``half``: a pruner that keeps half of every layer whatever it is asked (to test the miss warning)."""
+
+    @hookimpl
+    def deepscope_register_pruners(self, register):
+        from deepscope import PrunerConfig
+
+        register("half", lambda config: self, PrunerConfig)
+
+    def prune(self, state, ctx, density):
+        return {name: torch.arange(p.numel()).view_as(p) % 2 == 0 for name, p in state.prunable().items()}

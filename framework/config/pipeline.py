@@ -21,7 +21,7 @@ from ..errors import ConfigError, ConfigIssue, DuplicateComponentError
 from ..params import non_negative
 from ..registry import Registry
 from .components import ComponentSpec, structure_component, structure_config
-from .values import close_match, describe
+from .values import close_match, describe, format_validator
 
 #: keys of a ``[[stage]]`` table that belong to the stage, not to its component
 STAGE_RESERVED = ("do", "use", "name", "probes", "data")
@@ -202,9 +202,42 @@ def build_pipeline(doc: dict, registry: Registry, file: str = "<string>") -> Pip
     sweep = doc.get("sweep")
     if sweep is not None and not isinstance(sweep, dict):
         issues.append(ConfigIssue("$.sweep", f"expected a table, got {describe(sweep)}"))
+    if not issues and data is not None:
+        issues.extend(check_against_data(data, [model, *(s.spec for s in stages)]))
     if issues:
         raise ConfigError(issues, file=file)
     return Pipeline(file, run, data, model, stages, doc, sweep)
+
+
+def check_against_data(data: ComponentSpec, specs: list[ComponentSpec]) -> list[ConfigIssue]:
+    """Run every component config's ``check(shape)`` against the dataset's :class:`DataShape`.
+
+    The shape comes from the dataset's registration (``shape=``), so nothing is loaded; a dataset that
+    does not declare one is not checked here (its components still check themselves when built).
+    """
+    try:
+        shape = data.component.data_shape(data.config)
+    except (ValueError, ConfigError) as exc:
+        return _check_issues(exc, data.path)
+    if shape is None:
+        return []
+    issues: list[ConfigIssue] = []
+    for spec in specs:
+        check = getattr(spec.config, "check", None)
+        if not callable(check):
+            continue
+        try:
+            check(shape)
+        except (ValueError, ConfigError) as exc:
+            issues.extend(_check_issues(exc, spec.path))
+    return issues
+
+
+def _check_issues(exc: Exception, path: str) -> list[ConfigIssue]:
+    if isinstance(exc, ConfigError):
+        return list(exc.with_prefix(path).issues)
+    name, message = format_validator(exc)
+    return [ConfigIssue(f"{path}.{name}" if name else path, message)]
 
 
 class StageGraph:

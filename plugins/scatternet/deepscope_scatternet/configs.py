@@ -6,9 +6,23 @@ from typing import Literal
 
 import attrs
 
-from deepscope import AttackConfig, component_param, in_range, non_negative, param, positive
+from deepscope import AttackConfig, ConfigError, DataShape, component_param, in_range, non_negative, param, positive
 
 DEFAULT_BACKEND = {"use": "frontend-cnn"}
+
+
+def scattering_channels(J: int, L: int, max_order: int) -> int:
+    """Coefficients per input colour: 1 + J L (order 1) + L^2 J (J - 1) / 2 (order 2)."""
+    first = 1 + J * L
+    return first if max_order == 1 else first + L * L * J * (J - 1) // 2
+
+
+def check_J(J: int, height: int, width: int) -> None:
+    """kymatio needs 2^J <= min(H, W); say so as a config error on key J."""
+    if 2 ** J > min(height, width):
+        largest = max(int(min(height, width)).bit_length() - 1, 0)
+        raise ConfigError(f"J={J} is too large for {height}x{width} inputs: the scattering needs "
+                          f"2^J <= {min(height, width)}, so J <= {largest}", key="J")
 
 
 @attrs.define(kw_only=True)
@@ -38,6 +52,20 @@ class ScatterNetConfig(NoiseSwitches):
     backend: object = component_param("model", default=DEFAULT_BACKEND,
                                       doc="back-end model, built from the registry on the front-end's "
                                           "output shape, e.g. { use = \"resnet-18\" }")
+
+    def check(self, shape) -> None:
+        """J against the input size, then the back-end against the scattering's output shape."""
+        c, h, w = shape.input_shape
+        check_J(self.J, h, w)
+        backend_check = getattr(getattr(self.backend, "config", None), "check", None)
+        if callable(backend_check):
+            out = DataShape(shape.name, shape.num_classes,
+                            (c * scattering_channels(self.J, self.L, self.max_order), h // 2 ** self.J,
+                             w // 2 ** self.J))
+            try:
+                backend_check(out)
+            except ConfigError as exc:
+                raise exc.with_prefix("backend") from None
 
 
 @attrs.define(kw_only=True)

@@ -11,24 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepscope import ConfigError
-
 from .backend import build_backend
+from .configs import check_J
 from .noise import GaussianNoise
-
-
-def scattering_channels(J: int, L: int, max_order: int) -> int:
-    """Coefficients per input colour: 1 + J L (order 1) + L^2 J (J - 1) / 2 (order 2)."""
-    first = 1 + J * L
-    return first if max_order == 1 else first + L * L * J * (J - 1) // 2
-
-
-def check_J(J: int, height: int, width: int) -> None:
-    """kymatio needs 2^J <= min(H, W); say so as a config error on key J."""
-    if 2 ** J > min(height, width):
-        largest = max(int(min(height, width)).bit_length() - 1, 0)
-        raise ConfigError(f"J={J} is too large for {height}x{width} inputs: the scattering needs "
-                          f"2^J <= {min(height, width)}, so J <= {largest}", key="J")
 
 
 class ScatteringFrontEnd(nn.Module):

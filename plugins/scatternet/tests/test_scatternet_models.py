@@ -171,3 +171,18 @@ def test_gabor_filters_are_fixed_and_not_prunable():
     names = {n for n, p in model.named_parameters()}
     assert not any("vone" in n for n in names)
     assert "frontend.bottleneck.weight" in names
+
+
+def test_validate_rejects_too_large_J_and_a_backend_too_deep_for_the_scattering_output():
+    import deepscope_standard
+    from deepscope import ConfigError, parse_pipeline
+    from deepscope.testing import make_host
+
+    host = make_host(deepscope_standard, deepscope_scatternet)
+    base = '[run]\nname = "j"\nseed = 0\n[data]\nuse = "fashion-mnist-sample"\n[model]\nuse = "scatternet"\n'
+    with pytest.raises(ConfigError, match=r"\$\.model\.J: J=6 is too large for 28x28 inputs"):
+        parse_pipeline(base + "J = 6\n", host.registry)
+    with pytest.raises(ConfigError, match=r"\$\.model\.backend\.depth: the input is too small for convnet of "
+                                          r"depth 4 \(7x7 inputs\)"):
+        parse_pipeline(base + 'J = 2\nbackend = { use = "convnet", depth = 4 }\n', host.registry)
+    assert parse_pipeline(base + "J = 2\n", host.registry).model.config.J == 2

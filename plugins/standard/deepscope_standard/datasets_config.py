@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from deepscope import param, positive
+from deepscope import ConfigError, DataShape, param, positive
 
 _IMPL = "deepscope_standard.datasets"
 
@@ -65,18 +65,35 @@ class MnistLikeConfig(FullDataConfig):
     pad_to_32: bool = param(False, doc="zero-pad the 28x28 images to 32x32 (for CIFAR-shaped models)")
 
 
+#: name, loader, config class, doc, (channels, side, classes) of the images on disk
 DATASETS = (
     ("fashion-mnist-sample", "load_fashion_mnist_sample", SampleConfig,
-     "Fashion-MNIST sample shipped with the plugin (5k/1k real images, class-balanced)"),
+     "Fashion-MNIST sample shipped with the plugin (5k/1k real images, class-balanced)", (1, 28, 10)),
     ("fashion-mnist", "load_fashion_mnist", MnistLikeConfig,
-     "Fashion-MNIST 60k/10k (flat IDX files, torchvision layout, or /usr/share/datasets/fashion-mnist)"),
-    ("mnist", "load_mnist", MnistLikeConfig, "MNIST 60k/10k (flat IDX files or torchvision layout)"),
-    ("cifar10", "load_cifar10", FullDataConfig, "CIFAR-10 50k/10k, 32x32 RGB (torchvision layout)"),
-    ("cifar100", "load_cifar100", FullDataConfig, "CIFAR-100 50k/10k, 32x32 RGB, fine labels (torchvision layout)"),
-    ("svhn", "load_svhn", FullDataConfig, "SVHN 73k/26k, 32x32 RGB (torchvision layout; augment never flips)"),
+     "Fashion-MNIST 60k/10k (flat IDX files, torchvision layout, or /usr/share/datasets/fashion-mnist)", (1, 28, 10)),
+    ("mnist", "load_mnist", MnistLikeConfig, "MNIST 60k/10k (flat IDX files or torchvision layout)", (1, 28, 10)),
+    ("cifar10", "load_cifar10", FullDataConfig, "CIFAR-10 50k/10k, 32x32 RGB (torchvision layout)", (3, 32, 10)),
+    ("cifar100", "load_cifar100", FullDataConfig, "CIFAR-100 50k/10k, 32x32 RGB, fine labels (torchvision layout)",
+     (3, 32, 100)),
+    ("svhn", "load_svhn", FullDataConfig, "SVHN 73k/26k, 32x32 RGB (torchvision layout; augment never flips)",
+     (3, 32, 10)),
 )
 
 
+def shape_of(name: str, channels: int, side: int, classes: int):
+    """The dataset's shape as its config makes it (``pad_to_32``, ``classes``), known without loading it."""
+
+    def shape(config) -> DataShape:
+        padded = 32 if getattr(config, "pad_to_32", False) else side
+        kept = len(config.classes) if config.classes is not None else classes
+        if config.classes is not None and any(c >= classes for c in config.classes):
+            raise ConfigError(f"classes = {list(config.classes)}: {name} has classes 0..{classes - 1}",
+                              key="classes")
+        return DataShape(name, kept, (channels, padded, padded))
+
+    return shape
+
+
 def register(register) -> None:
-    for name, attr, config_cls, doc in DATASETS:
-        register(name, f"{_IMPL}:{attr}", config_cls, doc=doc)
+    for name, attr, config_cls, doc, (channels, side, classes) in DATASETS:
+        register(name, f"{_IMPL}:{attr}", config_cls, doc=doc, shape=shape_of(name, channels, side, classes))

@@ -15,7 +15,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from deepscope import ConfigError, DatasetInfo
+from deepscope import DatasetInfo
+
+from .models_config import convnet_feature_sizes, lenet5_feature_size
 
 VGG_LAYOUTS = {
     "vgg-11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
@@ -82,11 +84,6 @@ def finish(model: ClassifierNet, config) -> ClassifierNet:
     return model
 
 
-def check_size(size: int, what: str, key: str | None = None) -> None:
-    if size < 1:
-        raise ConfigError(f"the input is too small for {what} (a feature map shrinks to {size} pixels)", key=key)
-
-
 # --------------------------------------------------------------------------- fully connected
 
 
@@ -114,10 +111,9 @@ def build_lenet_300_100(config, info: DatasetInfo) -> ClassifierNet:
 
 def build_lenet_5(config, info: DatasetInfo) -> ClassifierNet:
     """conv5x5(6) - pool - conv5x5(16) - pool - fc120 - fc84 - classifier (no padding)."""
-    c, h, w = info.input_shape
-    for _ in range(2):
-        h, w = (h - 4) // 2, (w - 4) // 2
-    check_size(min(h, w), "lenet-5")
+    config.check(info)
+    c = info.channels
+    h, w = lenet5_feature_size(*info.input_shape[1:])
     act = config.activation
     trunk = nn.Sequential(
         nn.Conv2d(c, 6, 5, bias=config.bias), activation(act), pool2d(config.pool),
@@ -132,14 +128,12 @@ def build_lenet_5(config, info: DatasetInfo) -> ClassifierNet:
 
 def build_convnet(config, info: DatasetInfo) -> ClassifierNet:
     """The dataset-distillation ConvNet; 28x28 inputs get padding 3 in the first conv (seen as 32x32)."""
-    c, h, w = info.input_shape
+    config.check(info)
+    c = info.channels
     layers: list[nn.Module] = []
-    for i in range(config.depth):
-        pad = 3 if i == 0 and (h, w) == (28, 28) else 1
+    for i, (pad, h, w) in enumerate(convnet_feature_sizes(info.input_shape[1], info.input_shape[2], config.depth)):
         layers += [nn.Conv2d(c if i == 0 else config.width, config.width, 3, padding=pad, bias=config.bias),
                    norm2d(config.norm, config.width), nn.ReLU(), pool2d(config.pool)]
-        h, w = (h + 2 * pad - 2) // 2, (w + 2 * pad - 2) // 2
-        check_size(min(h, w), f"convnet of depth {config.depth}", key="depth")
     trunk = nn.Sequential(*layers)
     classifier = nn.Linear(config.width * h * w, info.num_classes, bias=config.bias)
     return finish(ClassifierNet(trunk, classifier, config.temperature), config)

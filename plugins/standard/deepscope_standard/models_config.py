@@ -11,7 +11,7 @@ from typing import Literal
 
 import attrs
 
-from deepscope import param, positive
+from deepscope import ConfigError, param, positive
 
 _IMPL = "deepscope_standard.models"
 
@@ -50,12 +50,37 @@ class LeNet300Config(ModelConfig):
     activation: Activation = param("relu", doc="hidden activation ('linear' = none)")
 
 
+def lenet5_feature_size(h: int, w: int) -> tuple[int, int]:
+    """Height and width of LeNet-5's last feature map (two unpadded 5x5 convs, each then a 2x2 pool)."""
+    for _ in range(2):
+        h, w = (h - 4) // 2, (w - 4) // 2
+    return h, w
+
+
+def convnet_feature_sizes(h: int, w: int, depth: int) -> list[tuple[int, int, int]]:
+    """(padding, height, width) after each ConvNet block; 28x28 inputs get padding 3 first (seen as 32x32)."""
+    out = []
+    for i in range(depth):
+        pad = 3 if i == 0 and (h, w) == (28, 28) else 1
+        h, w = (h + 2 * pad - 2) // 2, (w + 2 * pad - 2) // 2
+        out.append((pad, h, w))
+    return out
+
+
+def too_small(size: int, what: str, key: str | None = None) -> None:
+    if size < 1:
+        raise ConfigError(f"the input is too small for {what} (a feature map shrinks to {size} pixels)", key=key)
+
+
 @attrs.define(kw_only=True)
 class LeNet5Config(ModelConfig):
     """LeNet-5: conv5x5(6), pool, conv5x5(16), pool, fc 120, fc 84, classifier."""
 
     activation: Activation = param("relu", doc="hidden activation ('linear' = none)")
     pool: Literal["avg", "max"] = param("avg", doc="2x2 pooling after each conv")
+
+    def check(self, shape) -> None:
+        too_small(min(lenet5_feature_size(*shape.input_shape[1:])), f"lenet-5 ({shape.height}x{shape.width} inputs)")
 
 
 @attrs.define(kw_only=True)
@@ -67,6 +92,10 @@ class ConvNetConfig(ModelConfig):
     norm: Literal["instance", "batch", "none"] = param(
         "instance", doc="'instance' = GroupNorm(C, C) with affine, as in the reference code")
     pool: Literal["avg", "max"] = param("avg", doc="2x2 pooling after each block")
+
+    def check(self, shape) -> None:
+        for _, h, w in convnet_feature_sizes(shape.height, shape.width, self.depth):
+            too_small(min(h, w), f"convnet of depth {self.depth} ({shape.height}x{shape.width} inputs)", key="depth")
 
 
 @attrs.define(kw_only=True)

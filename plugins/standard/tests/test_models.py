@@ -295,3 +295,17 @@ def test_registry_and_config_checks(registry):
     assert [i.path for i in issues] == ["$.model.norm"]
     for name in CONFIGS:
         assert registry.get("model", name).summary
+
+
+@pytest.mark.parametrize("tables, expected", [
+    ('[data]\nuse = "fashion-mnist-sample"\n[model]\nuse = "convnet"\ndepth = 6\n',
+     "$.model.depth: the input is too small for convnet of depth 6 (28x28 inputs)"),
+    ('[data]\nuse = "cifar10"\nclasses = [0, 10]\n[model]\nuse = "lenet-5"\n',
+     "$.data.classes: classes = [0, 10]: cifar10 has classes 0..9"),
+])
+def test_validate_checks_models_against_the_dataset_shape_without_loading_it(registry, tables, expected):
+    from deepscope import parse_pipeline
+
+    with pytest.raises(ConfigError) as err:  # cifar10 is not on this machine: nothing was loaded
+        parse_pipeline(f'[run]\nname = "v"\nseed = 0\n{tables}', registry, file="p.toml")
+    assert str(err.value).startswith(f"p.toml: {expected}")
