@@ -15,13 +15,15 @@ import attrs
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from .shape import InputShape
+
 LabelKind = Literal["hard", "soft", "regression"]
 InputSpace = Literal["pixel", "input"]
 SYNTHETIC_FORMAT = 1
 
 
 @attrs.define
-class DatasetInfo:
+class DatasetInfo(InputShape):
     """Shape, classes and normalization statistics; models are built from it.
 
     ``preprocess`` (optional) is an ``nn.Module`` applied inside the model after normalization, such as
@@ -38,23 +40,6 @@ class DatasetInfo:
     class_names: tuple[str, ...] = ()
     preprocess: Any = None
     num_tasks: int = 1
-
-    @property
-    def channels(self) -> int:
-        return self.input_shape[0]
-
-    @property
-    def height(self) -> int:
-        return self.input_shape[1]
-
-    @property
-    def width(self) -> int:
-        return self.input_shape[2]
-
-    @property
-    def num_inputs(self) -> int:
-        c, h, w = self.input_shape
-        return c * h * w
 
 
 @attrs.define

@@ -11,14 +11,10 @@ from __future__ import annotations
 import attrs
 
 
-@attrs.define(frozen=True)
-class DataShape:
-    """Shape (channels, height, width), class count and task count of a dataset's inputs."""
+class InputShape:
+    """Named views of ``input_shape`` (channels, height, width), shared by DataShape and DatasetInfo."""
 
-    name: str
-    num_classes: int
     input_shape: tuple[int, int, int]
-    num_tasks: int = 1
 
     @property
     def channels(self) -> int:
@@ -36,3 +32,13 @@ class DataShape:
     def num_inputs(self) -> int:
         c, h, w = self.input_shape
         return c * h * w
+
+
+@attrs.define(frozen=True)
+class DataShape(InputShape):
+    """Shape (channels, height, width), class count and task count of a dataset's inputs."""
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    num_tasks: int = 1

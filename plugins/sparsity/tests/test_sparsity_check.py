@@ -1,22 +1,14 @@
-"""check_plugin over everything deepscope-sparsity registers, against its entry in registry.toml."""
+"""check_plugin over everything deepscope-sparsity registers: every factory resolves, every default config builds.
+
+That registry.toml lists exactly these components is tests/test_registry_toml.py's job.
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 import deepscope_sparsity
 from deepscope.testing import check_plugin
 
-ENTRY = tomllib.loads((Path(__file__).resolve().parents[3] / "registry.toml").read_text())["sparsity"]
 
-
-def test_check_plugin_covers_every_listed_component():
+def test_every_component_resolves_and_builds_with_its_defaults():
     report = check_plugin(deepscope_sparsity)
-    listed = {(kind, name) for kind, names in ENTRY["components"].items() for name in names}
-    assert listed, "registry.toml lists no components for sparsity"
-    assert {(r.kind, r.name) for r in report} == listed
+    assert report and all(r.status.startswith("ok") or r.status.startswith("needs") for r in report), report
