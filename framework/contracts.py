@@ -111,10 +111,13 @@ class Probe(Protocol):
 
 @runtime_checkable
 class TaskAware(Protocol):
-    """A model body that serves a sequence of tasks: ``set_task(t)`` selects task ``t`` (heads, supermasks).
+    """A model body that serves a sequence of tasks: ``set_task(t)`` selects task ``t`` (heads, supermasks),
+    and ``task`` says which one is selected (so a probe can put it back).
 
     Task-specific masks are the model's own state; they never go into ``state.masks``.
     """
+
+    task: int
 
     def set_task(self, task: int) -> None: ...
 

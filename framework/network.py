@@ -103,6 +103,11 @@ class Network(nn.Module):
         set_task(int(task))
 
     @property
+    def task(self) -> int | None:
+        """The task a task-aware body is set to (None for other bodies)."""
+        return getattr(self.body, "task", None) if self.task_aware else None
+
+    @property
     def task_aware(self) -> bool:
         return callable(getattr(self.body, "set_task", None))
 

@@ -113,7 +113,8 @@ class RunState:
 
     # -- pruning masks --------------------------------------------------------
     def prunable(self, model: torch.nn.Module | None = None) -> dict[str, torch.nn.Parameter]:
-        """The prunable weights (conv and linear kernels) by ``named_parameters`` name, e.g. ``body.fc1.weight``."""
+        """The prunable weights (conv and linear kernels) by ``named_parameters`` name: ``body.<path>.weight``,
+        e.g. ``body.fc1.weight`` for a named layer or ``body.1.weight`` in an ``nn.Sequential`` body."""
         return prunable_parameters(model if model is not None else self.model)
 
     def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
