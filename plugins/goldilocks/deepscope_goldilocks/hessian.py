@@ -16,6 +16,7 @@ Two Hessian-vector-product engines compute the same thing:
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, Literal, Sequence
 
 import torch
@@ -109,6 +110,13 @@ class LossHessian:
         return out
 
     def _batch_matmul(self, batch: Batch, vectors: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():
+            # torch's forward-mode AD scripts its decompositions on first use and warns that jit.script is
+            # deprecated: nothing a user of this probe can act on
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.script`", category=FutureWarning)
+            return self._batch_matmul_unfiltered(batch, vectors)
+
+    def _batch_matmul_unfiltered(self, batch: Batch, vectors: torch.Tensor) -> torch.Tensor:
         if self.mode == "forward-over-reverse":
             grad_fn = grad(lambda t: self.batch_loss(t, batch))
 

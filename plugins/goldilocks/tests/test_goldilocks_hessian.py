@@ -146,3 +146,16 @@ def test_rademacher_vectors_are_fair_independent_signs_and_reproducible():
     assert off.abs().max() < 6 / math.sqrt(1003)
     torch.testing.assert_close(rademacher(3, 17, torch.Generator().manual_seed(5), torch.float32),
                                rademacher(3, 17, torch.Generator().manual_seed(5), torch.float32))
+
+
+def test_forward_over_reverse_products_raise_no_warning_a_user_cannot_act_on():
+    """torch scripts its forward-AD decompositions on first use, warning about jit.script: filtered at our call."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from torch import nn; from deepscope_goldilocks.hessian import FlatModel, LossHessian; "
+            "x, y = torch.rand(6, 4), torch.tensor([0, 1, 0, 1, 0, 1]); flat = FlatModel(nn.Linear(4, 2)); "
+            "LossHessian(flat, [(x, y)], mode='forward-over-reverse').matmul(torch.eye(flat.dim)[:3])")
+    proc = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
