@@ -12,6 +12,7 @@ import toy_plugin
 import v2_toy_plugin
 from deepscope import ConfigError, LinearPreprocess, SyntheticData, load_synthetic
 from deepscope.config import parse_pipeline
+from deepscope.runner import run_pipeline
 from deepscope.testing import make_host, run_toml
 
 HEAD = """
@@ -288,19 +289,38 @@ def test_build_model_by_spec_and_seed_leaves_the_global_rng_alone():
         state.build_model({"use": "tiny-mlp", "hidden": -1})
 
 
-def test_a_non_parametric_model_round_trips_its_extra_state_through_a_checkpoint(tmp_mlflow):
+def test_a_non_parametric_model_round_trips_its_extra_state_through_checkpoint_and_resume(tmp_mlflow):
+    from deepscope import hookimpl
     from deepscope.checkpoint import checkpoint_path, load_checkpoint
+
+    class InterruptBeforeStage:
+        """Ctrl-C as stage ``index`` starts: the run ends KILLED after the previous stage's checkpoint."""
+
+        def __init__(self, index):
+            self.index = index
+
+        @hookimpl
+        def deepscope_stage_started(self, run, stage):
+            if stage.index == self.index:
+                raise KeyboardInterrupt
 
     text = HEAD.replace('use = "tiny-mlp"\nhidden = 16', 'use = "nearest"').replace("seed = 5", "seed = 5\ncheckpoint_every = 1")
     text += '\n[[stage]]\ndo = "train"\nuse = "memorize"\nn = 40\n\n[[stage]]\ndo = "probe"\nuse = "shifted-accuracy"\n'
-    result = run_toml(text, _host(), tracking_uri=tmp_mlflow)
-    payload = load_checkpoint(checkpoint_path(tmp_mlflow, result.run_id))
-    fresh = result.state.build_model()
-    assert len(fresh.body.support_x) == 0
-    fresh.load_state_dict(payload["state"]["model"])
-    assert torch.equal(fresh.body.support_x, result.state.model.body.support_x) and len(fresh.body.support_x) == 40
-    x, _ = result.state.data.tensors("test")
-    assert torch.equal(fresh(x), result.state.model(x))
+    reference = run_toml(text, _host(), tracking_uri=tmp_mlflow)
+    with pytest.raises(KeyboardInterrupt):
+        run_toml(text, make_host(toy_plugin, v2_toy_plugin, InterruptBeforeStage(1)), tracking_uri=tmp_mlflow)
+    client = MlflowClient(tracking_uri=tmp_mlflow)
+    killed = next(r for r in client.search_runs([client.get_experiment_by_name("deepscope").experiment_id])
+                  if r.info.status == "KILLED")
+    payload = load_checkpoint(checkpoint_path(tmp_mlflow, killed.info.run_id))
+    assert payload["next_stage"] == 1 and len(payload["state"]["model"]["body._extra_state"]["x"]) == 40
+
+    host = _host()
+    resumed = run_pipeline(parse_pipeline(text, host.registry), host, tracking_uri=tmp_mlflow,
+                           resume_run_id=killed.info.run_id)
+    body = resumed.state.model.body  # a fresh model, whose support set came back from the checkpoint
+    assert torch.equal(body.support_x, reference.state.model.body.support_x) and len(body.support_x) == 40
+    assert resumed.metrics == reference.metrics
 
 
 def test_a_task_sequence_with_a_task_aware_model_logs_one_row_of_the_accuracy_matrix(tmp_mlflow):
