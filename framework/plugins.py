@@ -140,16 +140,17 @@ class PluginHost:
         from .kinds import make_kind_register, make_stage_register
 
         kinds: dict = {}
-        self._hook_errors: dict[str, tuple[str, str]] = {}
-        self._call_impls("deepscope_register_component_kinds", lambda info: make_kind_register(kinds, info.name))
+        errors = dict(self.load_errors)  # import failures, then every registration hook that raised
+        self._call_impls("deepscope_register_component_kinds", lambda info: make_kind_register(kinds, info.name),
+                         errors)
         hooks = {**KIND_HOOKS, **EXTRA_HOOKS}
         kinds = {name: attrs.evolve(kind, hook=hooks.get(name)) for name, kind in kinds.items()}
         registry = Registry(kinds.values())
         registry.strict = self.strict
-        registry.load_errors = {**self.load_errors, **self._hook_errors}
-        self._hook_errors = registry.load_errors  # later hooks' failures land in the registry's report
+        registry.load_errors = errors
         self._call_impls("deepscope_register_stage_kinds",
-                         lambda info: make_stage_register(registry.stage_kinds, registry.stage_aliases, info.name))
+                         lambda info: make_stage_register(registry.stage_kinds, registry.stage_aliases, info.name),
+                         errors)
         for do, stage_kind in list(registry.stage_kinds.items()):
             if stage_kind.component_kind not in registry.component_kinds:
                 raise PluginLoadError(f"plugin {stage_kind.plugin}: stage kind {do!r} uses component kind "
@@ -158,13 +159,13 @@ class PluginHost:
         for kind in registry.component_kinds.values():
             if kind.hook is not None:
                 self._call_impls(kind.hook, lambda info, kind=kind: registry.make_register(kind.name, info.name,
-                                                                                           info.version))
-        self._call_impls("deepscope_register_components", lambda info: _any_kind_register(registry, info))
-        self._hook_errors = {}
+                                                                                           info.version), errors)
+        self._call_impls("deepscope_register_components", lambda info: _any_kind_register(registry, info), errors)
         return registry
 
-    def _call_impls(self, hook_name: str, make_register) -> None:
-        """Call every plugin's implementation of one registration hook with its own ``register``."""
+    def _call_impls(self, hook_name: str, make_register, errors: dict) -> None:
+        """Call every plugin's implementation of one registration hook with its own ``register``;
+        a failure is fatal when strict, else recorded in ``errors`` (plugin -> (version, text))."""
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             info = self.info.get(impl.plugin_name, PluginInfo(impl.plugin_name, "?", "registered"))
             try:
@@ -172,7 +173,7 @@ class PluginHost:
             except Exception as exc:
                 if self.strict or isinstance(exc, (PluginLoadError, DuplicateComponentError)):
                     raise
-                self._hook_errors[info.name] = (info.version, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                errors[info.name] = (info.version, f"{hook_name} raised {type(exc).__name__}: {exc}")
                 warnings.warn(f"deepscope: plugin {info.name} failed in {hook_name}: {exc}", stacklevel=2)
 
     @property

@@ -13,9 +13,9 @@ import torch
 
 from .bases import AttackConfig, PrunerConfig
 from .config import StageSpec
+from .data import SyntheticData
 from .errors import ConfigError
 from .network import mask_sparsity
-from .data import SyntheticData
 from .state import RunState, StageContext, run_probe
 
 
