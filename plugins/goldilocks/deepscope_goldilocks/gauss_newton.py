@@ -7,7 +7,8 @@ one-hot labels y_n:
       =            G (PSD, "G-term")           +         H-term
 
 G comes from subspace logit Jacobians J_n P' (forward-mode, one jvp per
-direction). The H-term is computed directly as the Hessian of
+direction), formed as a Gram matrix (B J)'(B J) so that it is PSD in floating
+point too (see ``g_term``). The H-term is computed directly as the Hessian of
 ``mean_n sum_k c_nk z_nk`` with c = p - y held fixed, so G + H-term = H is a
 real check rather than a definition.
 """
@@ -33,10 +34,17 @@ def subspace_jacobians(flat: FlatModel, theta: torch.Tensor, x: torch.Tensor, ba
 
 
 def g_term(jac: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-    """mean_n J_n' (diag p_n - p_n p_n') J_n for J (N, K, d) and p (N, K)."""
-    weighted = torch.einsum("nkd,nk,nke->de", jac, probs, jac)
-    pj = torch.einsum("nk,nkd->nd", probs, jac)
-    return (weighted - pj.T @ pj) / jac.shape[0]
+    """mean_n J_n' (diag p_n - p_n p_n') J_n for J (N, K, d) and p (N, K), as a Gram matrix.
+
+    diag p - p p' = B'B with B = diag(sqrt p) - sqrt(p) p' (rows of p sum to 1), and
+    B J = sqrt(p) * (J - p'J): each Jacobian row minus the p-weighted mean row. The
+    result mean_n (B J_n)'(B J_n) is PSD up to the rounding of one product, whereas
+    the difference J'diag(p)J - (p'J)'(p'J) cancels catastrophically when p is
+    nearly one-hot and can then have large negative eigenvalues.
+    """
+    mean_row = torch.einsum("nk,nkd->nd", probs, jac)
+    factor = probs.clamp_min(0).sqrt().unsqueeze(2) * (jac - mean_row.unsqueeze(1))
+    return torch.einsum("nkd,nke->de", factor, factor) / jac.shape[0]
 
 
 def gamma(probs: torch.Tensor) -> float:

@@ -14,7 +14,8 @@ class EffectiveMasks:
     """Computes effective masks of one architecture for any number of masks.
 
     The linearized copy is built once; each call costs one forward and one
-    backward pass in float64 with per-layer rescaling.
+    backward pass in float64, with values and gradients reset to 0/1 after
+    every weighted layer so that no depth can underflow or overflow them.
     """
 
     def __init__(self, model: nn.Module, input_shape, names=None):
@@ -26,7 +27,7 @@ class EffectiveMasks:
         device = self.linear.device
         full = {n: (masks[n].to(device).bool() if n in masks else torch.ones(s, dtype=torch.bool, device=device))
                 for n, s in self.shapes.items()}
-        grads = self.linear.gradients({n: m.double() for n, m in full.items()}, rescale=True)
+        grads = self.linear.gradients({n: m.double() for n, m in full.items()}, binarize=True)
         return {n: full[n] & (grads[n] != 0) for n in self.names}
 
 

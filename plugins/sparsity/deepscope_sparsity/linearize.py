@@ -44,22 +44,26 @@ def linear_stand_in(module: nn.Module) -> nn.Module | None:
     return None
 
 
-class _Rescale(torch.autograd.Function):
-    """Divides values by their maximum going forward and gradients by theirs going back.
+class _Binarize(torch.autograd.Function):
+    """Replaces values by their indicator (x != 0) going forward and gradients by theirs going back.
 
-    Positive per-layer factors change no zero pattern, and they keep every
-    layer's values near 1, so depth can neither underflow nor overflow them.
+    Reachability needs only zero patterns, and a per-element indicator keeps
+    every zero pattern while resetting every non-zero to 1. Rescaling a whole
+    layer by its maximum cannot do that: a thin path beside a dense block
+    differs from it by a factor of (fan-in)^depth within one layer, which
+    underflows float64 after a few hundred layers. With indicators after every
+    weighted layer, values and gradients stay within a few layers' fan-in of 1
+    at any depth. The backward pass is straight-through (the indicator's own
+    derivative is zero), which is the gradient pattern of the linear network.
     """
 
     @staticmethod
     def forward(ctx, x):
-        peak = x.detach().abs().amax()
-        return x / peak if peak > 0 else x.clone()
+        return (x.detach() != 0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        peak = grad.abs().amax()
-        return grad / peak if peak > 0 else grad
+        return (grad != 0).to(grad.dtype)
 
 
 class LinearizedNetwork:
@@ -88,26 +92,33 @@ class LinearizedNetwork:
                     p.zero_()
                 else:  # other learnable scales stay positive so they cannot cut a path
                     p.abs_()
-        self.rescale = False
+        self.binarize = False
         owners = {name.rpartition(".")[0] for name in self.names}
         for module_name, module in net.named_modules():
-            if module_name in owners:  # the layers that own prunable weights
-                module.register_forward_hook(self._maybe_rescale)
+            # every weighted layer, prunable or not, so no run of layers grows values unchecked
+            if module_name in owners or next(module.parameters(recurse=False), None) is not None:
+                module.register_forward_hook(self._maybe_binarize)
 
-    def _maybe_rescale(self, module, inputs, output):
-        return _Rescale.apply(output) if self.rescale else output
+    def _maybe_binarize(self, module, inputs, output):
+        if self.binarize and isinstance(output, torch.Tensor) and output.is_floating_point():
+            return _Binarize.apply(output)
+        return output
 
     @property
     def device(self) -> torch.device:
         return next(iter(self.params.values())).device
 
-    def gradients(self, weights: dict[str, torch.Tensor], rescale: bool) -> dict[str, torch.Tensor]:
-        """dR/dW for R = sum of outputs on an all-ones input, with the given non-negative weights."""
+    def gradients(self, weights: dict[str, torch.Tensor], binarize: bool) -> dict[str, torch.Tensor]:
+        """dR/dW for R = sum of outputs on an all-ones input, with the given non-negative weights.
+
+        With ``binarize`` only the zero pattern of the result is meaningful (effective masks);
+        without it the values are the true path sums (SynFlow scores).
+        """
         with torch.no_grad():
             for name, p in self.params.items():
                 w = weights.get(name)
                 p.copy_(torch.ones_like(p) if w is None else w.to(p.device, torch.float64))
-        self.rescale = rescale
+        self.binarize = binarize
         try:
             x = torch.ones((1, *self.input_shape), dtype=torch.float64, device=self.device)
             out = self.net(x)
@@ -115,7 +126,7 @@ class LinearizedNetwork:
                 out = out[0]
             grads = torch.autograd.grad(out.sum(), list(self.params.values()), allow_unused=True)
         finally:
-            self.rescale = False
+            self.binarize = False
         return {name: torch.zeros_like(p) if g is None else g
                 for (name, p), g in zip(self.params.items(), grads)}
 

@@ -99,7 +99,7 @@ def grasp_scores(state, samples: int, batch_size: int, seed: int, temperature: f
 
 
 class SynFlowScorer:
-    """Synaptic saliency |w| * dR/d|w| of the linearized network (float64, no rescaling,
+    """Synaptic saliency |w| * dR/d|w| of the linearized network (float64, no 0/1 resets,
     so scores of residual branches keep their true ratios)."""
 
     def __init__(self, state):
@@ -109,7 +109,7 @@ class SynFlowScorer:
 
     def __call__(self, mask: Masks) -> Masks:
         masked = {n: w * mask[n] for n, w in self.weights.items()}
-        grads = self.linear.gradients(masked, rescale=False)
+        grads = self.linear.gradients(masked, binarize=False)
         return {n: grads[n] * masked[n] for n in masked}
 
 

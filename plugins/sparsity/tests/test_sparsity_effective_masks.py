@@ -37,7 +37,7 @@ def test_linearized_method_agrees_exactly_with_graph_reachability_on_mlps(widths
 
 def test_very_deep_mlp_neither_overflows_nor_underflows():
     # 400 layers of width 10 at density 0.8: path counts reach ~8^400 = 1e361 per unit, and the
-    # gradient products far beyond float64's range, which per-layer rescaling must absorb
+    # gradient products far beyond float64's range, which the per-layer 0/1 resets must absorb
     from deepscope_sparsity.linearize import LinearizedNetwork
 
     body = mlp([10] * 401, seed=0)
@@ -47,7 +47,7 @@ def test_very_deep_mlp_neither_overflows_nor_underflows():
     want = mlp_effective_masks([masks[n] for n in names])
     assert all(torch.equal(got[n], w) for n, w in zip(names, want))
     assert sum(int(w.sum()) for w in want) > 0  # a live network, not a trivially dead one
-    naive = LinearizedNetwork(body, (10,)).gradients({n: m.double() for n, m in masks.items()}, rescale=False)
+    naive = LinearizedNetwork(body, (10,)).gradients({n: m.double() for n, m in masks.items()}, binarize=False)
     assert not all(torch.isfinite(g).all() for g in naive.values())  # the pitfall is real here
 
 
