@@ -7,3 +7,13 @@ Importing this module is cheap: factories are "module:attr" strings loaded on fi
 """
 
 from __future__ import annotations
+
+from deepscope import hookimpl
+
+from .configs import NTKMLPConfig
+
+
+@hookimpl
+def deepscope_register_models(register):
+    register("ntk-mlp", "deepscope_ntk.mlp:make_ntk_mlp", NTKMLPConfig,
+             doc="NTK-parameterized fully connected ReLU network (W, b ~ N(0,1), scaled by w_std/sqrt(fan_in), b_std)")
