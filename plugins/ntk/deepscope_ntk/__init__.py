@@ -10,10 +10,19 @@ from __future__ import annotations
 
 from deepscope import hookimpl
 
-from .configs import NTKMLPConfig
+from .configs import KernelFitConfig, KernelRegressionConfig, NTKMLPConfig
 
 
 @hookimpl
 def deepscope_register_models(register):
     register("ntk-mlp", "deepscope_ntk.mlp:make_ntk_mlp", NTKMLPConfig,
              doc="NTK-parameterized fully connected ReLU network (W, b ~ N(0,1), scaled by w_std/sqrt(fan_in), b_std)")
+    register("kernel-regression", "deepscope_ntk.krr:make_kernel_regression", KernelRegressionConfig,
+             doc="kernel ridge regression K(x,X)(K+lambda I)^-1 Y on an analytic or empirical NTK/NNGP; "
+                 "support in extra state; logits for the stock attacks")
+
+
+@hookimpl
+def deepscope_register_trainers(register):
+    register("kernel-fit", "deepscope_ntk.krr:KernelFit", KernelFitConfig,
+             doc="fit kernel-regression on the stage's training data (class-balanced n; data = \"synthetic\" works)")
