@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from deepscope import hookimpl
 
-from .configs import KernelFitConfig, KernelRegressionConfig, NTKMLPConfig
+from .configs import EmpiricalNTKProbeConfig, KernelFitConfig, KernelRegressionConfig, NTKMLPConfig
 
 
 @hookimpl
@@ -26,3 +26,10 @@ def deepscope_register_models(register):
 def deepscope_register_trainers(register):
     register("kernel-fit", "deepscope_ntk.krr:KernelFit", KernelFitConfig,
              doc="fit kernel-regression on the stage's training data (class-balanced n; data = \"synthetic\" works)")
+
+
+@hookimpl
+def deepscope_register_probes(register):
+    register("empirical-ntk", "deepscope_ntk.probes:EmpiricalNTKProbe", EmpiricalNTKProbeConfig,
+             doc="empirical NTK of the run's model on a fixed batch: trace, condition number, top eigenvalues, "
+                 "alignment y^T K y / (||K||_F ||y||^2)")

@@ -7,7 +7,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from deepscope import ModelConfig, TrainerConfig, component_param, non_negative, param, positive
+from deepscope import ModelConfig, ProbeConfig, TrainerConfig, component_param, non_negative, param, positive
 
 
 @attrs.define(kw_only=True)
@@ -56,3 +56,17 @@ class KernelFitConfig(TrainerConfig):
     test_n: Optional[int] = param(1000, doc="test examples for the logged test accuracy (none: all)",
                                   validator=positive)
     batch_size: int = param(500, doc="examples per prediction pass (memory only)", validator=positive)
+
+
+@attrs.define(kw_only=True)
+class EmpiricalNTKProbeConfig(ProbeConfig):
+    """Statistics of the run model's empirical NTK on a fixed batch: trace, spectrum, label alignment."""
+
+    n: int = param(32, doc="examples in the fixed batch (the first n // classes of each class)", validator=positive)
+    split: Literal["train", "test"] = param("train", doc="which split the batch comes from")
+    mode: Literal["trace", "full"] = param("trace", doc="'trace': the (n, n) kernel summed over outputs; "
+                                           "'full': the (n k, n k) kernel of every output pair")
+    method: Method = param("jacobian", doc="'jacobian' contraction or 'ntk-vp' products (same numbers)")
+    chunk_size: int = param(64, doc="examples per block (memory only)", validator=positive)
+    float64: bool = param(True, doc="compute the kernel on a float64 copy of the parameters")
+    top_k: int = param(5, doc="leading eigenvalues to log as eig_0 .. eig_{k-1}", validator=positive)
