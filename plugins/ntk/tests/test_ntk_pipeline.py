@@ -87,7 +87,7 @@ class FirstImagesDistiller:
 
     @hookimpl
     def deepscope_register_distillers(self, register):
-        register("first-images", "test_ntk_pipeline:first_images")
+        register("first-images", first_images)
 
 
 class _FirstImages:
