@@ -1,0 +1,35 @@
+"""deepscope-ntk: neural tangent kernels for any registered model.
+
+Empirical NTK (``deepscope_ntk.empirical``), the analytic NTK/NNGP of fully connected ReLU networks
+(``deepscope_ntk.analytic``), kernel ridge regression as a model, and kernel statistics as a probe.
+Material of Kempe's lecture notes (arXiv:2307.02693) and Tsilivis & Kempe (arXiv:2210.05577).
+Importing this module is cheap: factories are "module:attr" strings loaded on first use.
+"""
+
+from __future__ import annotations
+
+from deepscope import hookimpl
+
+from .configs import EmpiricalNTKProbeConfig, KernelFitConfig, KernelRegressionConfig, NTKMLPConfig
+
+
+@hookimpl
+def deepscope_register_models(register):
+    register("ntk-mlp", "deepscope_ntk.mlp:make_ntk_mlp", NTKMLPConfig,
+             doc="NTK-parameterized fully connected ReLU network (W, b ~ N(0,1), scaled by w_std/sqrt(fan_in), b_std)")
+    register("kernel-regression", "deepscope_ntk.krr:make_kernel_regression", KernelRegressionConfig,
+             doc="kernel ridge regression K(x,X)(K+lambda I)^-1 Y on an analytic or empirical NTK/NNGP; "
+                 "support in extra state; logits for the stock attacks")
+
+
+@hookimpl
+def deepscope_register_trainers(register):
+    register("kernel-fit", "deepscope_ntk.krr:KernelFit", KernelFitConfig,
+             doc="fit kernel-regression on the stage's training data (class-balanced n; data = \"synthetic\" works)")
+
+
+@hookimpl
+def deepscope_register_probes(register):
+    register("empirical-ntk", "deepscope_ntk.probes:EmpiricalNTKProbe", EmpiricalNTKProbeConfig,
+             doc="empirical NTK of the run's model on a fixed batch: trace, condition number, top eigenvalues, "
+                 "alignment y^T K y / (||K||_F ||y||^2)")

@@ -1,0 +1,72 @@
+"""Config classes of the ntk components (attrs only: cheap to import)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+import attrs
+
+from deepscope import ModelConfig, ProbeConfig, TrainerConfig, component_param, non_negative, param, positive
+
+
+@attrs.define(kw_only=True)
+class NTKMLPConfig(ModelConfig):
+    """Fully connected ReLU network in the NTK parameterization (neural-tangents' stax Dense/Relu)."""
+
+    width: int = param(512, doc="units per hidden layer", validator=positive)
+    depth: int = param(1, doc="hidden layers (0: a linear model)", validator=non_negative)
+    w_std: float = param(math.sqrt(2.0), doc="weight scale: a layer computes w_std / sqrt(fan_in) * W x + b_std * b",
+                         validator=positive)
+    b_std: float = param(0.1, doc="bias scale (0: no bias contribution)", validator=non_negative)
+
+
+Kernel = Literal["analytic-ntk", "analytic-nngp", "empirical-ntk"]
+Targets = Literal["onehot", "centered", "pm1"]
+Method = Literal["jacobian", "ntk-vp"]
+
+
+@attrs.define(kw_only=True)
+class KernelRegressionConfig(ModelConfig):
+    """Kernel ridge regression f(x) = K(x, X)(K + lambda I)^-1 Y, lambda = reg * tr(K) / n, as a model."""
+
+    kernel: Kernel = param("analytic-ntk", doc="'analytic-ntk' / 'analytic-nngp' (FC ReLU network of depth, "
+                           "w_std, b_std) or 'empirical-ntk' (of the network below, at its initialization)")
+    depth: int = param(1, doc="analytic kernels: hidden layers of the FC ReLU network", validator=non_negative)
+    w_std: float = param(math.sqrt(2.0), doc="analytic kernels: weight scale (NTK parameterization)",
+                         validator=positive)
+    b_std: float = param(0.1, doc="analytic kernels: bias scale", validator=non_negative)
+    network: object = component_param("model", default={"use": "ntk-mlp"},
+                                      doc="empirical-ntk: the model whose NTK (trace over outputs / k) is the kernel")
+    method: Method = param("jacobian", doc="empirical-ntk: 'jacobian' contraction or 'ntk-vp' products")
+    chunk_size: int = param(64, doc="empirical-ntk: examples per block (memory only)", validator=positive)
+    reg: float = param(0.0, doc="ridge: lambda = reg * tr(K) / n (0: ridgeless interpolation)",
+                       validator=non_negative)
+    targets: Targets = param("onehot", doc="regression targets of hard labels: 'onehot', 'centered' "
+                             "(one-hot - 1/C) or 'pm1' (binary only: -1/+1, logits [-f/2, f/2])")
+
+
+@attrs.define(kw_only=True)
+class KernelFitConfig(TrainerConfig):
+    """Fit a kernel-regression model on the stage's training data (real, or data = "synthetic")."""
+
+    n: Optional[int] = param(1000, doc="support size: the first n // classes examples of each class "
+                             "(none: the whole training split)", validator=positive)
+    balanced: bool = param(True, doc="class-balanced support (false: the first n examples)")
+    test_n: Optional[int] = param(1000, doc="test examples for the logged test accuracy (none: all)",
+                                  validator=positive)
+    batch_size: int = param(500, doc="examples per prediction pass (memory only)", validator=positive)
+
+
+@attrs.define(kw_only=True)
+class EmpiricalNTKProbeConfig(ProbeConfig):
+    """Statistics of the run model's empirical NTK on a fixed batch: trace, spectrum, label alignment."""
+
+    n: int = param(32, doc="examples in the fixed batch (the first n // classes of each class)", validator=positive)
+    split: Literal["train", "test"] = param("train", doc="which split the batch comes from")
+    mode: Literal["trace", "full"] = param("trace", doc="'trace': the (n, n) kernel summed over outputs; "
+                                           "'full': the (n k, n k) kernel of every output pair")
+    method: Method = param("jacobian", doc="'jacobian' contraction or 'ntk-vp' products (same numbers)")
+    chunk_size: int = param(64, doc="examples per block (memory only)", validator=positive)
+    float64: bool = param(True, doc="compute the kernel on a float64 copy of the parameters")
+    top_k: int = param(5, doc="leading eigenvalues to log as eig_0 .. eig_{k-1}", validator=positive)
