@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli_support import console_for as _console, default_host as _host
+from .cli_support import RESULTS_ATTR, console_for as _console, default_host as _host, format_value, results_console
 from .errors import DeepscopeError, RunFailed
 
 QUICKSTART = Path(__file__).with_name("quickstart.toml")
@@ -48,21 +48,28 @@ def cmd_run(args: argparse.Namespace) -> int:
                              "(or remove the [sweep] table to run the base point alone)")
     result = run_pipeline(pipeline, host, console=console, tracking_uri=args.tracking_uri,
                           resume_run_id=args.resume)
-    _print_results(console, result)
+    _print_results(results_console(args), result)
+    _print_tracked_note(console, result)
     return 0
 
 
-def _print_results(console: Any, result: Any) -> None:
+def _print_results(out: Any, result: Any) -> None:
+    """The results table, on stdout."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"run {result.run_id or '(untracked)'}: {result.status}", show_lines=False)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("metric", overflow="fold")
+    table.add_column("value", justify="right", overflow="fold")
     for key, value in sorted(result.metrics.items()):
         if "/" in key and key.count("/") > 3:  # per-layer details stay in MLflow
             continue
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    console.print(table)
+        table.add_row(escape(key), format_value(value))
+    out.print(table)
+
+
+def _print_tracked_note(console: Any, result: Any) -> None:
+    """Where the run is stored: a note, on stderr."""
     if result.tracking_uri:
         from .tracking import resolve_tracking_uri
 
@@ -74,7 +81,6 @@ def _print_results(console: Any, result: Any) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .config import load_pipeline
 
-    console = _console(args)
     registry = _host().registry
     pipeline = load_pipeline(args.file, registry)
     stages = ", ".join(f"{s.do}:{s.use}" for s in pipeline.stages) or "(no stages)"
@@ -84,7 +90,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         _, points = expand_sweep(pipeline.raw, registry, file=str(args.file))
         sweep = f"; sweep of {len(points)} points"
-    console.print(f"[green]ok[/] {args.file}: data {pipeline.data.name}, model {pipeline.model.name}; "
+    results_console(args).print(f"[green]ok[/] {args.file}: data {pipeline.data.name}, model {pipeline.model.name}; "
                   f"stages {stages}{sweep}")
     return 0
 
@@ -111,7 +117,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             out.append({"clash": message})
         print(json.dumps(out, indent=2))
         return 0
-    console = _console(args)
+    out = results_console(args)
     table = Table(title="deepscope plugins")
     for col in ("plugin", "version", "registers"):
         table.add_column(col)
@@ -128,9 +134,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         if added:
             parts.append(f"component kinds: {', '.join(added)}")
         table.add_row(p.name, p.version, "\n".join(parts) or "(nothing)")
-    console.print(table)
     for dist, (ver, err) in sorted(registry.load_errors.items()):
-        console.print(f"[red]failed to load[/] {dist} {ver}: {escape(err)}")
+        table.add_row(dist, ver, f"[red]failed to load[/]: {escape(err)}")
+    out.print(table)
+    console = _console(args)
     for message in registry.duplicates:
         console.print(f"[red]name clash[/]: {escape(message)}")
     return 0
@@ -141,7 +148,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     registry = _host().registry
     kinds = [_kind(args.kind, registry)] if args.kind else list(registry.kinds)
-    console = _console(args)
+    console = results_console(args)
     if kinds == [STAGE]:
         return _list_stage_kinds(console, registry)
     table = Table(title="deepscope components")
@@ -193,7 +200,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     registry = _host().registry
     kind = _kind(args.kind, registry)
-    console = _console(args)
+    console = results_console(args)
     if kind == STAGE:
         return _show_stage_kind(console, registry, args.name)
     comp = registry.get(kind, args.name)
@@ -313,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = args.debug or os.environ.get("DEEPSCOPE_DEBUG") == "1"
+    if args.command == "sweep" and getattr(args, "target", [""])[0] in ("status", "collect"):
+        setattr(args, RESULTS_ATTR, True)  # the sweep's table is this command's result: stdout
     from .runner import sigterm_as_interrupt
 
     sigterm_as_interrupt()
