@@ -267,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compose deep-learning science experiments from TOML pipelines; results go to MLflow.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for every error")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
+    parser.add_argument("--version", action="store_true", help="the core's and every plugin's version, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="run a pipeline (no FILE: the quickstart on embedded data)")
@@ -316,6 +317,8 @@ def _extra_commands() -> list:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.version:
+        args.func = lambda _args: _print_versions()
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -343,6 +346,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _report(args, "interrupted", "the run is marked KILLED in MLflow; what was logged is kept")
         return 130
+
+
+def _print_versions() -> int:
+    """``deepscope --version``: the core first, then one ``name version`` line per plugin."""
+    from .plugins import CORE_PLUGIN, _version
+
+    print(f"{CORE_PLUGIN} {_version(CORE_PLUGIN)}")
+    host = _host()
+    for p in host.plugins():
+        if p.source != "builtin":
+            print(f"{p.name} {p.version}")
+    for name, (version, _) in sorted(host.load_errors.items()):
+        print(f"{name} {version} (failed to load)")
+    return 0
 
 
 def _report(args: argparse.Namespace, label: str, message: str) -> None:
