@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from .cli_support import RESULTS_ATTR, console_for as _console, default_host as _host, format_value, results_console
 from .errors import DeepscopeError, RunFailed
+from .hookspecs import hookimpl
 
 QUICKSTART = Path(__file__).with_name("quickstart.toml")
 #: the pseudo-kind of `deepscope list stages` / `deepscope show stage NAME`
@@ -36,6 +37,7 @@ def _kind(text: str, registry: Any) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_pipeline
     from .runner import run_pipeline
+    from .tracking import resolve_tracking_uri
 
     console = _console(args)
     path = Path(args.file) if args.file else QUICKSTART
@@ -46,11 +48,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     if pipeline.sweep is not None and not args.resume:
         raise DeepscopeError(f"{path}: $.sweep: this file describes a sweep; run it with `deepscope sweep {path}` "
                              "(or remove the [sweep] table to run the base point alone)")
-    result = run_pipeline(pipeline, host, console=console, tracking_uri=args.tracking_uri,
-                          resume_run_id=args.resume)
+    watcher = _RunWatcher(args.resume)
+    host.pm.register(watcher)  # pluggy only: not a listed plugin, not in the run's tags
+    try:
+        result = run_pipeline(pipeline, host, console=console, tracking_uri=args.tracking_uri,
+                              resume_run_id=args.resume)
+    except KeyboardInterrupt:
+        args.interrupt_note = _interrupt_note(path, watcher.run_id,
+                                              resolve_tracking_uri(args.tracking_uri or pipeline.run.tracking_uri))
+        raise
+    finally:
+        host.pm.unregister(watcher)
     _print_results(results_console(args), result)
     _print_tracked_note(console, result)
     return 0
+
+
+class _RunWatcher:
+    """Learns the MLflow run id once a run starts, so an interrupt can name it."""
+
+    def __init__(self, run_id: str | None):
+        self.run_id = run_id
+
+    @hookimpl
+    def deepscope_run_started(self, run: Any) -> None:
+        tracker = getattr(run, "tracker", None)
+        if tracker is not None and getattr(tracker, "run_id", None):
+            self.run_id = tracker.run_id
+
+
+def _interrupt_note(path: Path, run_id: str | None, uri: str) -> str:
+    """What Ctrl-C or SIGTERM during ``run`` says: the run id and, with a checkpoint, how to resume."""
+    import shlex
+
+    from .checkpoint import checkpoint_path
+
+    if run_id is None:
+        return "the run is marked KILLED in MLflow; what was logged is kept"
+    text = f"run {run_id} is marked KILLED in MLflow; what was logged is kept."
+    if checkpoint_path(uri, run_id).exists():
+        text += (f" Continue it from its last checkpoint with: deepscope run {shlex.quote(str(path))} "
+                 f"--resume {run_id}")
+    else:
+        text += " It has no checkpoint to resume from (set [run] checkpoint_every to make runs resumable)."
+    return text
 
 
 def _print_results(out: Any, result: Any) -> None:
@@ -344,7 +385,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      "far; rerun with --debug for the traceback)")
         return 1
     except KeyboardInterrupt:
-        _report(args, "interrupted", "the run is marked KILLED in MLflow; what was logged is kept")
+        from . import progress
+
+        if progress.live_bar_shown:  # the bar's line may still hold the cursor (and the terminal's ^C)
+            sys.stderr.write("\n")
+        _report(args, "interrupted", getattr(args, "interrupt_note", None)
+                or "the run is marked KILLED in MLflow; what was logged is kept")
         return 130
 
 
