@@ -364,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = args.debug or os.environ.get("DEEPSCOPE_DEBUG") == "1"
+    from . import cli_support
+
+    cli_support.debug = debug
     if args.command == "sweep" and getattr(args, "target", [""])[0] in ("status", "collect"):
         setattr(args, RESULTS_ATTR, True)  # the sweep's table is this command's result: stdout
     from .runner import sigterm_as_interrupt

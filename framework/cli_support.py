@@ -45,7 +45,35 @@ def format_value(value: Any) -> str:
 
 
 def default_host() -> Any:
-    """The process-wide plugin host (every installed plugin)."""
-    from .plugins import get_host
+    """The process-wide plugin host (every installed plugin); plugins that failed to import are
+    reported once, one line each, on stderr (with their tracebacks under ``--debug``)."""
+    import warnings
 
-    return get_host()
+    from .plugins import PluginLoadWarning, get_host
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginLoadWarning)  # reported below, as one line each
+        host = get_host()
+    report_load_failures(host)
+    return host
+
+
+_reported: set[tuple[int, str]] = set()
+#: set by ``main`` from ``--debug`` / DEEPSCOPE_DEBUG=1: load failures then come with their tracebacks
+debug = False
+
+
+def report_load_failures(host: Any) -> None:
+    """Print each plugin import failure of ``host`` once per process, on stderr."""
+    import sys
+
+    from .plugins import load_failure_line
+
+    for name, (version, error) in sorted(host.load_errors.items()):
+        if (id(host), name) in _reported:
+            continue
+        _reported.add((id(host), name))
+        trace = getattr(host, "load_tracebacks", {}).get(name)
+        if debug and trace:
+            sys.stderr.write(trace)
+        sys.stderr.write(load_failure_line(name, version, error) + "\n")
