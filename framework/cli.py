@@ -184,7 +184,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+#: below this many columns, `list` and `show` drop to fewer columns rather than cut names
+WIDE = 100
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     registry = _host().registry
@@ -192,26 +197,53 @@ def cmd_list(args: argparse.Namespace) -> int:
     console = results_console(args)
     if kinds == [STAGE]:
         return _list_stage_kinds(console, registry)
-    table = Table(title="deepscope components")
-    for col in ("kind", "name", "plugin", "summary"):
-        table.add_column(col)
-    for kind in kinds:
-        for c in registry.components(kind):
-            name = c.name + (f" ({', '.join(c.aliases)})" if c.aliases else "")
-            table.add_row(kind, name, f"{c.plugin} {c.version}", c.summary)
-    console.print(table)
+    if console.width >= WIDE:
+        table = Table(title="deepscope components")
+        table.add_column("kind", no_wrap=True)
+        table.add_column("name", no_wrap=True)
+        table.add_column("plugin", overflow="fold")
+        table.add_column("summary", overflow="fold")
+        for kind in kinds:
+            for c in registry.components(kind):
+                name = c.name + (f" ({', '.join(c.aliases)})" if c.aliases else "")
+                table.add_row(kind, escape(name), f"{c.plugin} {c.version}", escape(c.summary))
+        console.print(table)
+        return 0
+    for kind in kinds:  # narrow: one table per kind, names never wrapped, aliases with the summary
+        components = registry.components(kind)
+        if not components:
+            continue
+        table = Table(title=f"{kind} components")
+        table.add_column("name", no_wrap=True)
+        table.add_column("plugin", overflow="fold")
+        table.add_column("summary", overflow="fold")
+        for c in components:
+            summary = (f"(also {', '.join(c.aliases)}) " if c.aliases else "") + c.summary
+            table.add_row(escape(c.name), c.plugin, escape(summary))
+        console.print(table)
     return 0
 
 
 def _list_stage_kinds(console: Any, registry: Any) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="deepscope stage kinds (do = ...)")
-    for col in ("do", "uses", "provides", "plugin", "summary"):
-        table.add_column(col)
+    wide = console.width >= WIDE
+    table.add_column("do", no_wrap=True)
+    table.add_column("uses", no_wrap=True)
+    if wide:
+        table.add_column("provides", overflow="fold")
+    table.add_column("plugin", overflow="fold")
+    table.add_column("summary", overflow="fold")
     for kind in registry.stage_kinds.values():
         name = kind.name + (f" ({', '.join(kind.aliases)})" if kind.aliases else "")
-        table.add_row(name, kind.component_kind, ", ".join(kind.provides), kind.plugin, kind.doc)
+        provides = ", ".join(kind.provides)
+        if wide:
+            table.add_row(escape(name), kind.component_kind, provides, kind.plugin, escape(kind.doc))
+        else:
+            doc = kind.doc + (f"; provides {provides}" if provides else "")
+            table.add_row(escape(name), kind.component_kind, kind.plugin, escape(doc))
     console.print(table)
     return 0
 
@@ -261,9 +293,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         attrs.resolve_types(comp.config_cls)
     except Exception:  # an unresolvable forward reference: show the annotation text instead
         pass
-    table = Table()
-    for col in ("parameter", "type", "default", "doc"):
-        table.add_column(col)
+    rows = []
     for f in attrs.fields(comp.config_cls):
         if not f.init:
             continue
@@ -275,8 +305,23 @@ def cmd_show(args: argparse.Namespace) -> int:
             default = repr(f.default)
         kind = f.metadata.get("component") if f.metadata else None
         type_text = f"{kind} name or {{ use = ..., ... }}" if kind else describe_type(f.type)
-        table.add_row(f.alias or f.name, escape(type_text), escape(default), escape(field_doc(f)))
-    console.print(table)
+        rows.append((f.alias or f.name, type_text, default, field_doc(f)))
+    if console.width >= WIDE:
+        table = Table()
+        table.add_column("parameter", no_wrap=True)
+        table.add_column("type", overflow="fold")
+        table.add_column("default", no_wrap=True)
+        table.add_column("doc", overflow="fold")
+        for row in rows:
+            table.add_row(*(escape(text) for text in row))
+        console.print(table)
+        return 0
+    from rich.padding import Padding
+
+    for name, type_text, default, doc in rows:  # narrow: a block per parameter, its first line never wrapped
+        console.print(f"[bold]{escape(name)}[/]: {escape(type_text)} = {escape(default)}", soft_wrap=True)
+        if doc:
+            console.print(Padding(escape(doc), (0, 0, 0, 4)))
     return 0
 
 
