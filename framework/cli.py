@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,18 +51,44 @@ def cmd_run(args: argparse.Namespace) -> int:
                              "(or remove the [sweep] table to run the base point alone)")
     watcher = _RunWatcher(args.resume)
     host.pm.register(watcher)  # pluggy only: not a listed plugin, not in the run's tags
+    uri = resolve_tracking_uri(args.tracking_uri or pipeline.run.tracking_uri)
     try:
-        result = run_pipeline(pipeline, host, console=console, tracking_uri=args.tracking_uri,
-                              resume_run_id=args.resume)
+        with warnings.catch_warnings():  # torch's note on a foreign pickle protocol: the error below says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            result = run_pipeline(pipeline, host, console=console, tracking_uri=args.tracking_uri,
+                                  resume_run_id=args.resume)
+    except DeepscopeError as exc:
+        if args.resume and str(exc).startswith("cannot read checkpoint"):
+            raise _unreadable_checkpoint(uri, args.resume) from None
+        raise
     except KeyboardInterrupt:
-        args.interrupt_note = _interrupt_note(path, watcher.run_id,
-                                              resolve_tracking_uri(args.tracking_uri or pipeline.run.tracking_uri))
+        args.interrupt_note = _interrupt_note(path, watcher.run_id, uri)
         raise
     finally:
         host.pm.unregister(watcher)
     _print_results(results_console(args), result)
     _print_tracked_note(console, result)
     return 0
+
+
+def _unreadable_checkpoint(uri: str, run_id: str) -> DeepscopeError:
+    """A clear error for a checkpoint that is damaged or holds more than plain data (it is never unpickled)."""
+    import zipfile
+
+    from .checkpoint import checkpoint_path
+
+    path = checkpoint_path(uri, run_id)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            complete = archive.testzip() is None
+    except (zipfile.BadZipFile, OSError):
+        complete = False
+    why = ("it holds objects other than plain data (tensors, numbers, strings, lists, dicts): it was not written "
+           "by deepscope or was tampered with" if complete else
+           "it is truncated or corrupted (not a complete checkpoint archive)")
+    return DeepscopeError(f"cannot resume run {run_id}: its checkpoint {path} is unusable: {why}. Nothing in it was "
+                          "loaded or run. Restore the file from a backup, or start the pipeline again without "
+                          "--resume.")
 
 
 class _RunWatcher:
