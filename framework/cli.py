@@ -371,6 +371,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def cmd_repair_store(args: argparse.Namespace) -> int:
+    """Repair a sqlite store half-migrated by concurrent first use (docs/tracking.md), keeping every run."""
+    from .tracking import repair_store, resolve_tracking_uri
+
+    store = args.store or resolve_tracking_uri()
+    if "://" not in store:
+        store = f"sqlite:///{Path(store).resolve()}"
+    report = repair_store(store)
+    done = []
+    if report["dropped"]:
+        done.append(f"dropped {', '.join(report['dropped'])}")
+    if report["restored"]:
+        done.append(f"restored {', '.join(report['restored'])} from alembic's copy")
+    results_console(args).print(f"repaired {store}: {'; '.join(done) or 'no leftover migration tables'}; schema "
+                                f"migrated to MLflow's current version; {report['runs']} runs kept", soft_wrap=True)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -412,6 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="tracking URI or sqlite file (default: ./mlflow.db)")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("repair-store", help="repair a sqlite store left half-migrated by concurrent first use "
+                                            "(leftover _alembic_tmp_* tables); every run is kept")
+    p.add_argument("store", nargs="?", help="tracking URI or sqlite file (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    p.set_defaults(func=cmd_repair_store)
 
     for register in _extra_commands():
         register(sub)
