@@ -353,8 +353,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    """Serve the MLflow UI until Ctrl-C or SIGTERM, which stop the server and every process it started."""
+    import signal
     import subprocess
 
+    from .cli_support import stop_process_tree
     from .tracking import resolve_tracking_uri
 
     store = args.store or resolve_tracking_uri()
@@ -365,10 +368,40 @@ def cmd_ui(args: argparse.Namespace) -> int:
     except ImportError:
         raise DeepscopeError("the MLflow UI needs the full mlflow package; install it with "
                              "`pip install 'deepscope[ui]'`") from None
+    console = _console(args)
+    base = f"http://127.0.0.1:{args.port}"
+    runs = _runs_table_url(base, store, args.experiment)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
-           "--port", str(args.port)]
-    _console(args).print(f"MLflow UI on http://127.0.0.1:{args.port} for {store} (Ctrl-C stops it)")
-    return subprocess.call(cmd)
+           "--port", str(args.port), "--workers", str(args.workers)]
+    # MLflow's GenAI job runner (seven huey consumers) serves nothing deepscope logs: off unless asked for
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    console.print(f"MLflow UI on {base} for {store} (Ctrl-C stops it)")
+    if runs:
+        console.print(f"runs of experiment {args.experiment!r}: {runs}", soft_wrap=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env)  # its own group: stopped as a whole, below
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (sigterm_as_interrupt)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.stderr.write("\n")
+        console.print("stopping the MLflow UI")
+        stop_process_tree(proc)
+        return 0
+
+
+def _runs_table_url(base: str, store: str, experiment: str) -> str | None:
+    """The UI page with the experiment's runs table (MLflow 3 opens on its GenAI views otherwise)."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        from .tracking import sqlite_path, store_lock
+
+        with store_lock(sqlite_path(store)):
+            exp = MlflowClient(tracking_uri=store).get_experiment_by_name(experiment)
+    except Exception:  # the UI still starts; it reports the store's problem itself
+        return None
+    return f"{base}/#/experiments/{exp.experiment_id}/runs" if exp is not None else None
 
 
 def cmd_repair_store(args: argparse.Namespace) -> int:
@@ -429,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="start the MLflow UI on the local store (127.0.0.1 only)")
     p.add_argument("--store", help="tracking URI or sqlite file (default: ./mlflow.db)")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--experiment", default="deepscope", help="whose runs table to link (default: deepscope)")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes (default: 1, enough locally)")
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("repair-store", help="repair a sqlite store left half-migrated by concurrent first use "

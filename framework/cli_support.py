@@ -77,3 +77,77 @@ def report_load_failures(host: Any) -> None:
         if debug and trace:
             sys.stderr.write(trace)
         sys.stderr.write(load_failure_line(name, version, error) + "\n")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (Linux ``/proc``; empty elsewhere), children before grandchildren."""
+    import os
+
+    parents: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            parents.setdefault(int(fields[1]), []).append(int(entry))
+    found, queue = [], [pid]
+    while queue:
+        for child in parents.get(queue.pop(0), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        import os
+
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return not os.path.isdir("/proc")
+
+
+def stop_process_tree(proc: Any, timeout: float = 10.0) -> None:
+    """Stop a server started in its own session and everything it spawned: SIGTERM, then SIGKILL.
+
+    The whole tree is collected first (workers that start their own session would escape a
+    process-group signal), then its group and each member are signalled.
+    """
+    import os
+    import signal
+    import time
+
+    tree = descendants(proc.pid)
+
+    def send(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            pass
+        for pid in tree:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+    send(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (proc.poll() is None or any(alive(p) for p in tree)):
+        time.sleep(0.1)
+    if proc.poll() is None or any(alive(p) for p in tree):
+        send(signal.SIGKILL)
+    proc.wait()

@@ -150,12 +150,21 @@ def test_ui_serves_the_local_store_on_loopback(monkeypatch, tmp_path, capsys):
     import subprocess as sp
 
     calls = []
-    monkeypatch.setattr(sp, "call", lambda cmd: calls.append(cmd) or 0)
+
+    class Server:
+        def __init__(self, cmd, **options):
+            calls.append((cmd, options))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(sp, "Popen", Server)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["ui", "--port", "5123"]) == 0
-    (cmd,) = calls
-    assert cmd[1:4] == ["-m", "mlflow", "ui"]
+    ((cmd, options),) = [c for c in calls if c[0][1:4] == ["-m", "mlflow", "ui"]]
+    assert cmd[1:4] == ["-m", "mlflow", "ui"] and options["start_new_session"] is True
+    assert options["env"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false" and cmd[cmd.index("--workers") + 1] == "1"
     assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5123"
 
