@@ -468,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("repair-store", help="repair a sqlite store left half-migrated by concurrent first use "
                                             "(leftover _alembic_tmp_* tables); every run is kept")
-    p.add_argument("store", nargs="?", help="tracking URI or sqlite file (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    p.add_argument("store", nargs="?",
+                   help="tracking URI or sqlite file (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
     p.set_defaults(func=cmd_repair_store)
 
     for register in _extra_commands():
