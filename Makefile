@@ -6,6 +6,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PLUGINS := $(patsubst %/pyproject.toml,%,$(sort $(wildcard plugins/*/pyproject.toml)))
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+# every pipeline under examples/ (the *.toml files with a [run] table; sweep files included)
+EXAMPLES = $(shell grep -rlE --include='*.toml' '^\[run\]' examples | sort)
+# the third-party example's plugin comes from its source folder (its entry point, if installed, is disabled)
+EXAMPLE_PLUGIN_ENV := PYTHONPATH=examples/third-party-plugin DEEPSCOPE_PLUGINS_MODULES=deepscope_example \
+	DEEPSCOPE_DISABLE_PLUGINS=deepscope-example DEEPSCOPE_STRICT_PLUGINS=1
 
 .PHONY: install run test validate-examples bench clean
 
@@ -22,6 +27,11 @@ run: install
 
 test: install
 	DEEPSCOPE_STRICT_PLUGINS=1 $(BIN)/python -m pytest -q
+
+validate-examples: install
+	@status=0; for f in $(EXAMPLES); do \
+		$(EXAMPLE_PLUGIN_ENV) $(BIN)/deepscope validate $$f || status=1; \
+	done; exit $$status
 
 bench: install
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

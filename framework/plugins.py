@@ -37,6 +37,16 @@ class PluginInfo:
     source: str  # "entry point", "builtin" or "registered"
 
 
+class PluginLoadWarning(UserWarning):
+    """A plugin failed to import and was skipped (the CLI prints it as one line of its own instead)."""
+
+
+def load_failure_line(name: str, version: str, error: str) -> str:
+    """One line for a plugin that failed to import: distribution, version, error, where the traceback is."""
+    return (f"deepscope: plugin {name} {version} failed to import and was skipped: {error} "
+            "(traceback: `deepscope --debug plugins`, or set DEEPSCOPE_STRICT_PLUGINS=1 to make it fatal)")
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -56,6 +66,7 @@ class PluginHost:
         self.disabled = _split_env(os.environ.get("DEEPSCOPE_DISABLE_PLUGINS")) if disabled is None else set(disabled)
         self.info: dict[str, PluginInfo] = {}
         self.load_errors: dict[str, tuple[str, str]] = {}
+        self.load_tracebacks: dict[str, str] = {}  # plugin name -> formatted traceback of its import error
         self._registry: Registry | None = None
         if builtins:
             from . import builtin
@@ -100,8 +111,11 @@ class PluginHost:
                 plugin = ep.load()
                 self.register(plugin, name=plugin_name, version=version, source="entry point")
             except Exception as exc:  # a broken plugin must not stop the others
+                import traceback
+
                 text = f"{type(exc).__name__}: {exc}"
                 self.load_errors[plugin_name] = (version, text)
+                self.load_tracebacks[plugin_name] = "".join(traceback.format_exception(exc))
                 if self.pm.get_plugin(plugin_name) is not None:
                     self.pm.unregister(name=plugin_name)
                 if self.strict:
@@ -109,8 +123,7 @@ class PluginHost:
                         f"plugin {plugin_name} {version} (entry point {ep.value!r}) failed to import: {text}. "
                         "Fix or uninstall it, or unset DEEPSCOPE_STRICT_PLUGINS to load the others anyway."
                     ) from exc
-                warnings.warn(f"deepscope: plugin {plugin_name} {version} failed to import and was skipped: "
-                              f"{text}", stacklevel=2)
+                warnings.warn(load_failure_line(plugin_name, version, text), PluginLoadWarning, stacklevel=2)
         self._registry = None
 
     def load_env_modules(self) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
+#: whether a live bar was drawn in this process (an interrupt message then starts on a fresh line)
+live_bar_shown = False
+
 
 def make_console(quiet: bool = False) -> Any:
     from rich.console import Console
@@ -17,6 +20,8 @@ def track(iterable: Iterable, total: int | None = None, description: str = "", c
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    global live_bar_shown
+    live_bar_shown = True
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -9,11 +9,12 @@ relative to whatever the cwd is later).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 DEFAULT_DB = "mlflow.db"
 
@@ -41,6 +42,33 @@ def artifact_root_for(uri: str) -> str | None:
     return (db.parent.resolve() / "mlartifacts").as_uri()
 
 
+@contextlib.contextmanager
+def store_lock(db: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``<db>.lock`` beside a sqlite database (nothing for other stores).
+
+    MLflow creates and migrates a sqlite schema on a client's first use of the file, without a lock
+    of its own: processes that open one fresh database at once interleave the alembic steps
+    (``table _alembic_tmp_tags already exists``) and leave it broken. Every first use here
+    (:class:`Tracker`, :func:`repair_store`) takes this lock, so one process migrates and the others
+    then find a finished schema. ``flock`` is advisory and POSIX-only; on NFS prefer a server.
+    """
+    if db is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; MLflow's own behaviour
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.parent / f"{db.name}.lock", "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 class Tracker:
     """Logs one pipeline run to MLflow."""
 
@@ -48,11 +76,9 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        db = sqlite_path(uri)
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._experiment(experiment)
+        with store_lock(sqlite_path(uri)):  # the first touch of a sqlite store may create and migrate it
+            self.client = MlflowClient(tracking_uri=uri)
+            self.experiment_id = self._experiment(experiment)
         self.run_id: str | None = None
 
     def _experiment(self, name: str) -> str:
@@ -152,3 +178,56 @@ class MetricLedger:
             fresh[key] = value
         if fresh:
             self.tracker.log_metrics(fresh, step)
+
+
+def repair_store(uri: str) -> dict[str, Any]:
+    """Repair a sqlite store left half-migrated by concurrent first use, keeping every run.
+
+    A migration interrupted on sqlite leaves alembic's ``_alembic_tmp_<table>`` copies behind, and
+    every later client fails on them (``table _alembic_tmp_tags already exists``). Each leftover is
+    dropped when its table still exists, or renamed back when the migration had already dropped the
+    table (then it holds the only copy of the rows); MLflow then finishes the migration. Returns
+    what was done: ``dropped``, ``restored`` (table names) and ``runs`` (how many the store holds).
+    """
+    import sqlite3
+
+    from .errors import DeepscopeError
+
+    db = sqlite_path(uri)
+    if db is None:
+        raise DeepscopeError(f"repair-store works on sqlite stores (sqlite:///path/to/mlflow.db); got {uri!r}")
+    if not db.is_file():
+        raise DeepscopeError(f"no sqlite store at {db}; pass the store's URI or path, e.g. "
+                             "`deepscope repair-store sqlite:///mlflow.db`")
+    with store_lock(db):
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            dropped, restored = [], []
+            for tmp in sorted(t for t in tables if t.startswith("_alembic_tmp_")):
+                original = tmp[len("_alembic_tmp_"):]
+                if original in tables:
+                    conn.execute(f'DROP TABLE "{tmp}"')
+                    dropped.append(tmp)
+                else:
+                    conn.execute(f'ALTER TABLE "{tmp}" RENAME TO "{original}"')
+                    restored.append(original)
+        _finish_migration(db)
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            runs = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    return {"dropped": dropped, "restored": restored, "runs": int(runs)}
+
+
+def _finish_migration(db: Path) -> None:
+    """Create missing tables and upgrade the schema to MLflow's head (``mlflow db upgrade``), then check it."""
+    import sqlalchemy
+    from mlflow.store.db import utils
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    try:
+        if not utils._all_tables_exist(engine):
+            utils._initialize_tables(engine)
+        else:
+            utils._upgrade_db(engine)
+        utils._verify_schema(engine)
+    finally:
+        engine.dispose()

@@ -72,8 +72,9 @@ def test_inspecting_commands_import_neither_torch_nor_mlflow(argv, tmp_path):
 
 def test_run_succeeds_with_exit_0(toy_host, tmp_path, tmp_mlflow, capsys):
     assert main(["run", str(write(tmp_path, PIPELINE))]) == 0
-    err = capsys.readouterr().err
-    assert "train/sgd/loss" in err and "FINISHED" in err
+    captured = capsys.readouterr()
+    assert "train/sgd/loss" in captured.out and "FINISHED" in captured.out
+    assert "Tracked in" in captured.err and "train/sgd/loss" not in captured.err
 
 
 def test_bad_config_exits_2_without_traceback(toy_host, tmp_path, capsys):
@@ -106,16 +107,16 @@ def test_debug_shows_the_traceback(toy_host, tmp_path):
 
 def test_list_show_and_plugins(toy_host, capsys):
     assert main(["list", "trainers"]) == 0
-    out = capsys.readouterr().err
+    out = capsys.readouterr().out
     assert "sgd" in out and "toy_plugin" in out
     assert main(["show", "trainer", "sgd"]) == 0
-    out = capsys.readouterr().err
+    out = capsys.readouterr().out
     assert "epochs" in out and "learning rate" in out and "0.1" in out
     assert main(["show", "attack", "shift"]) == 0
-    out = capsys.readouterr().err
+    out = capsys.readouterr().out
     assert "n_examples" in out and "draws" in out  # inherited from AttackConfig
     assert main(["plugins"]) == 0
-    out = capsys.readouterr().err
+    out = capsys.readouterr().out
     assert "toy_plugin" in out and "trainer: sgd" in out
 
 
@@ -149,12 +150,21 @@ def test_ui_serves_the_local_store_on_loopback(monkeypatch, tmp_path, capsys):
     import subprocess as sp
 
     calls = []
-    monkeypatch.setattr(sp, "call", lambda cmd: calls.append(cmd) or 0)
+
+    class Server:
+        def __init__(self, cmd, **options):
+            calls.append((cmd, options))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(sp, "Popen", Server)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["ui", "--port", "5123"]) == 0
-    (cmd,) = calls
-    assert cmd[1:4] == ["-m", "mlflow", "ui"]
+    ((cmd, options),) = [c for c in calls if c[0][1:4] == ["-m", "mlflow", "ui"]]
+    assert cmd[1:4] == ["-m", "mlflow", "ui"] and options["start_new_session"] is True
+    assert options["env"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false" and cmd[cmd.index("--workers") + 1] == "1"
     assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5123"
 
@@ -193,7 +203,7 @@ executor = "{executor}"
 
 def test_validate_checks_every_sweep_point(toy_host, tmp_path, capsys):
     assert main(["validate", str(write(tmp_path, SWEEP.format(executor="inline")))]) == 0
-    assert "sweep of 2 points" in capsys.readouterr().err
+    assert "sweep of 2 points" in capsys.readouterr().out
     path = write(tmp_path, SWEEP.format(executor="lcoal"), name="bad.toml")
     assert main(["validate", str(path)]) == 2
     err = " ".join(capsys.readouterr().err.split())
