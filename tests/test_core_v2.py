@@ -180,12 +180,12 @@ def test_list_and_show_cover_plugin_added_kinds(monkeypatch, capsys):
         out = captured.out + captured.err
         assert "fit" in out and "fitter" in out and "distill" in out
         assert main(["list", "fitters"]) == 0
-        assert "mean" in capsys.readouterr().err
+        assert "mean" in capsys.readouterr().out
         assert main(["show", "stage", "fit"]) == 0
-        shown = capsys.readouterr().err
+        shown = capsys.readouterr().out
         assert "uses: a fitter" in shown and "provides to later stages: fitted" in shown
         assert main(["show", "fitter", "mean"]) == 0
-        assert "scale" in capsys.readouterr().err
+        assert "scale" in capsys.readouterr().out
     finally:
         set_host(None)
 

@@ -91,7 +91,7 @@ def test_local_sweep_with_two_processes_on_one_fresh_store(tmp_path, monkeypatch
     capsys.readouterr()
     monkeypatch.setenv("COLUMNS", "250")  # rich: one line per row
     assert main(["sweep", "status", "sweeps/local"]) == 0
-    out = capsys.readouterr().err  # rich writes to stderr
+    out = capsys.readouterr().out  # the status table is the result: stdout
     assert "4 points: 4 FINISHED" in out and "robust_acc" in out
     assert main(["sweep", "collect", "sweeps/local", "--csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
