@@ -90,8 +90,11 @@ def load_checkpoint(path: Path) -> dict:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as exc:
-        raise DeepscopeError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # torch's text would suggest weights_only=False: exactly what must not be done
+        reason = "it holds objects other than tensors and plain data" if "weights_only" in str(exc) else \
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+        raise DeepscopeError(f"cannot read checkpoint {path}: {reason}. It is damaged or was not written by "
+                             "deepscope; nothing in it was loaded. Resume from another run, or start afresh.") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DeepscopeError(f"{path} is not a deepscope checkpoint of format {FORMAT}")
     return payload

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 DEFAULT_DB = "mlflow.db"
+#: MLflow 3 shows an experiment tagged this way as training runs (its runs table), not as a GenAI app
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def resolve_tracking_uri(configured: str | None = None) -> str:
@@ -82,6 +85,13 @@ class Tracker:
         self.run_id: str | None = None
 
     def _experiment(self, name: str) -> str:
+        exp_id = self._find_or_create_experiment(name)
+        exp = self.client.get_experiment(exp_id)
+        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):  # MLflow 3 opens untagged experiments in its GenAI view
+            self.client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return exp_id
+
+    def _find_or_create_experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":  # deleted in the UI: bring it back rather than fail later

@@ -55,6 +55,8 @@ def check_run(uri: str, run_id: str) -> None:
     tags = run.data.tags
     assert tags["deepscope.device"] == "cpu" and tags["deepscope.seed"] == "3"
     assert tags["deepscope.plugin.toy_plugin"] == "0+local"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens its runs table
     artifacts = [a.path for a in client.list_artifacts(run_id, "config")]
     assert artifacts == ["config/pipeline.toml"]
     local = client.download_artifacts(run_id, "config/pipeline.toml")
