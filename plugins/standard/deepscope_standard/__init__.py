@@ -28,6 +28,10 @@ _LAZY = {
     "pgd": "deepscope_standard.attacks",
     "fgsm": "deepscope_standard.attacks",
     "ascend": "deepscope_standard.attacks",
+    "sgd_step": "deepscope_standard.diffopt",
+    "adam_step": "deepscope_standard.diffopt",
+    "flatten_params": "deepscope_standard.diffopt",
+    "unflatten_params": "deepscope_standard.diffopt",
 }
 
 
