@@ -14,7 +14,7 @@ from typing import Any
 
 from deepscope import hookimpl
 
-from . import attacks_config, datasets_config, models_config, probes_config, trainers_config
+from . import attacks_config, datasets_config, distill_config, models_config, probes_config, trainers_config
 from .trainers_config import TrainConfig
 
 #: public name -> the submodule that defines it (imported on first access)
@@ -32,6 +32,11 @@ _LAZY = {
     "adam_step": "deepscope_standard.diffopt",
     "flatten_params": "deepscope_standard.diffopt",
     "unflatten_params": "deepscope_standard.diffopt",
+    "DistilledEval": "deepscope_standard.distilled_eval",
+    "class_balanced_prefix": "deepscope_standard.distilled_eval",
+    "train_on_set": "deepscope_standard.distilled_eval",
+    "train_in_code": "deepscope_standard.distilled_eval",
+    "flip_rotate": "deepscope_standard.augment",
 }
 
 
@@ -70,3 +75,4 @@ def deepscope_register_attacks(register):
 @hookimpl
 def deepscope_register_probes(register):
     probes_config.register(register)
+    distill_config.register_probes(register)
