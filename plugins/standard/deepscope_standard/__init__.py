@@ -37,6 +37,9 @@ _LAZY = {
     "train_on_set": "deepscope_standard.distilled_eval",
     "train_in_code": "deepscope_standard.distilled_eval",
     "flip_rotate": "deepscope_standard.augment",
+    "SyntheticBaseline": "deepscope_standard.baselines",
+    "random_real": "deepscope_standard.baselines",
+    "class_means": "deepscope_standard.baselines",
 }
 
 
@@ -76,3 +79,8 @@ def deepscope_register_attacks(register):
 def deepscope_register_probes(register):
     probes_config.register(register)
     distill_config.register_probes(register)
+
+
+@hookimpl
+def deepscope_register_distillers(register):
+    distill_config.register_distillers(register)

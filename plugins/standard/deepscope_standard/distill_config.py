@@ -1,4 +1,5 @@
-"""Config classes of the distillation toolkit (``distilled-eval`` and its alias ``synthetic-accuracy``); no torch."""
+"""Config classes of the distillation toolkit (``distilled-eval``, its alias ``synthetic-accuracy``,
+``synthetic-baseline``); no torch."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any, Literal, Optional
 
 import attrs
 
-from deepscope import in_range, non_negative, param, positive
+from deepscope import DistillerConfig, in_range, non_negative, param, positive
 
 
 def _lr_value(instance, attribute, value):
@@ -78,3 +79,20 @@ def register_probes(register):
     register("synthetic-accuracy", "deepscope_standard.distilled_eval:DistilledEval", SyntheticAccuracyConfig,
              doc="Alias of distilled-eval (3 networks, 300 epochs, the set's learned lr when it has one).",
              requires=("synthetic",))
+
+
+@attrs.define(kw_only=True)
+class SyntheticBaselineConfig(DistillerConfig):
+    """A distilled set's baselines at the same size: random real images, or class means."""
+
+    method: Literal["random-real", "class-means"] = param(
+        "random-real", doc="random-real: ipc distinct random training images per class; class-means: per class, "
+                           "the means of ipc random near-equal parts of its images (ipc = 1: the class mean)")
+    ipc: int = param(1, doc="images per class", validator=positive)
+    seed: Optional[int] = param(None, doc="seed of the draw (default: run seed + 3000)")
+
+
+def register_distillers(register):
+    register("synthetic-baseline", "deepscope_standard.baselines:SyntheticBaseline", SyntheticBaselineConfig,
+             doc="Class-balanced random real images or class means, ipc per class: the baselines of a "
+                 "distilled set in the same run.")
