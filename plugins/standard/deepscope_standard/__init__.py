@@ -37,6 +37,7 @@ _LAZY = {
     "train_on_set": "deepscope_standard.distilled_eval",
     "train_in_code": "deepscope_standard.distilled_eval",
     "flip_rotate": "deepscope_standard.augment",
+    "DSA": "deepscope_standard.augment",
     "SyntheticBaseline": "deepscope_standard.baselines",
     "random_real": "deepscope_standard.baselines",
     "class_means": "deepscope_standard.baselines",

@@ -25,6 +25,15 @@ def _model_specs(instance, attribute, value):
                              f"(item {i} is {spec!r}): {value!r}")
 
 
+DSA_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+
+
+def _dsa_strategy(instance, attribute, value):
+    ops = value.split("_")
+    if not value or any(op not in DSA_OPS for op in ops):
+        raise ValueError(f"'{attribute.name}' must be '_'-joined DSA ops from {', '.join(DSA_OPS)}: {value!r}")
+
+
 def _positive_list(instance, attribute, value):
     if any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in value):
         raise ValueError(f"'{attribute.name}' must be a list of positive integers: {list(value)!r}")
@@ -48,8 +57,11 @@ class DistilledEvalConfig:
     weight_decay: float = param(5e-4, doc="SGD weight decay (coupled)", validator=non_negative)
     decay_at_half: bool = param(True, doc="multiply the lr by 0.1 from epoch epochs // 2 on")
     batch_size: int = param(256, doc="training batch size", validator=positive)
-    augment: Literal["none", "flip-rotate"] = param(
-        "none", doc="augmentation of every training batch: none, or RaT-BPTT's flip-or-rotate")
+    augment: Literal["none", "flip-rotate", "dsa"] = param(
+        "none", doc="augmentation of every training batch: none, RaT-BPTT's flip-or-rotate, or DSA (MTT's "
+                    "evaluation uses dsa)")
+    dsa_strategy: str = param("color_crop_cutout_flip_scale_rotate", validator=_dsa_strategy,
+                              doc="augment = \"dsa\": the '_'-joined ops, one drawn per batch (DSA's mode 'S')")
     budgets: list[int] = param(factory=list, validator=_positive_list,
                                doc="also evaluate class-balanced prefixes: the first k images of each class, in "
                                    "the set's order, one table row per k")

@@ -12,7 +12,7 @@ import torch
 
 from deepscope import ConfigError
 
-from .augment import flip_rotate
+from .augment import DSA, DSA_DEFAULT, flip_rotate
 from .trainers import evaluate, hard_labels, supervised_loss
 
 MODEL_SEED = 1000  # network i of every model spec is initialized from run seed + 1000 + i
@@ -43,21 +43,26 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
     return order.split(batch_size)
 
 
-def _augmenter(kind: str, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+def _augmenter(kind: str, generator: torch.Generator,
+               dsa_strategy: str = DSA_DEFAULT) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The per-batch augmentation: each call draws from ``generator`` (a fresh DSA seed per batch)."""
     if kind == "flip-rotate":
         return lambda x: flip_rotate(x, generator)
+    if kind == "dsa":
+        dsa = DSA(dsa_strategy)
+        return lambda x: dsa(x, seed=int(torch.randint(2**31 - 1, (1,), generator=generator)))
     return lambda x: x
 
 
 def train_on_set(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str, lr: float, epochs: int,
                  batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 decay_at_half: bool = True, augment: str = "none",
+                 decay_at_half: bool = True, augment: str = "none", dsa_strategy: str = DSA_DEFAULT,
                  generator: torch.Generator | None = None) -> torch.nn.Module:
     """The DC/MTT training of one evaluation network, in place: SGD (momentum, coupled weight decay),
     ``epochs`` reshuffled passes in batches of ``batch_size``, lr x0.1 from epoch ``epochs // 2``."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    aug = _augmenter(augment, generator)
+    aug = _augmenter(augment, generator, dsa_strategy)
     model.train()
     for epoch in range(epochs):
         if decay_at_half and epoch == epochs // 2 and epochs > 1:
@@ -73,7 +78,7 @@ def train_on_set(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, lo
 
 def train_in_code(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str, lr: float,
                   steps: list[int], test: Callable[[], float], optimizer: str = "adam", batch_size: int = 256,
-                  weight_decay: float = 5e-4, augment: str = "none",
+                  weight_decay: float = 5e-4, augment: str = "none", dsa_strategy: str = DSA_DEFAULT,
                   generator: torch.Generator | None = None) -> dict[int, float]:
     """RaT-BPTT's in-code evaluation of one network: constant-lr steps, tested after each of ``steps``."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -81,7 +86,7 @@ def train_in_code(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, l
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    aug = _augmenter(augment, generator)
+    aug = _augmenter(augment, generator, dsa_strategy)
     wanted, results, done = sorted(set(steps)), {}, 0
     batches: list[torch.Tensor] = []
     while done < wanted[-1]:
@@ -171,11 +176,12 @@ class DistilledEval:
                 per_network.append(train_in_code(
                     model, x, y, loss=loss, lr=lr, steps=c.in_code_steps,
                     test=lambda m=model: evaluate(m, test, state.device)["acc"], optimizer=c.in_code_optimizer,
-                    batch_size=c.batch_size, weight_decay=c.weight_decay, augment=c.augment, generator=generator))
+                    batch_size=c.batch_size, weight_decay=c.weight_decay, augment=c.augment,
+                    dsa_strategy=c.dsa_strategy, generator=generator))
             else:
                 train_on_set(model, x, y, loss=loss, lr=lr, epochs=c.epochs, batch_size=c.batch_size,
                              momentum=c.momentum, weight_decay=c.weight_decay, decay_at_half=c.decay_at_half,
-                             augment=c.augment, generator=generator)
+                             augment=c.augment, dsa_strategy=c.dsa_strategy, generator=generator)
                 per_network.append(evaluate(model, test, state.device)["acc"])
         if c.protocol != "ratbptt-in-code":
             mean, std = _mean_std(per_network)

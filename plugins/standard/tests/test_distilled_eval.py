@@ -245,3 +245,13 @@ def test_flip_rotate_augmentation_changes_training_reproducibly():
     augmented, again = run(stages).metrics, run(stages).metrics
     key = "evaluate/distilled-eval/acc_mean"
     assert augmented == again and augmented[key] != plain[key]
+
+
+def test_dsa_augmentation_changes_training_reproducibly_and_a_bad_strategy_is_a_config_error():
+    plain = run(probe(n_models=1, epochs=5, batch_size=16)).metrics
+    stages = probe(n_models=1, epochs=5, batch_size=16, augment='"dsa"', dsa_strategy='"flip_scale"')
+    augmented, again = run(stages).metrics, run(stages).metrics
+    key = "evaluate/distilled-eval/acc_mean"
+    assert augmented == again and augmented[key] != plain[key]
+    with pytest.raises(ConfigError, match="dsa_strategy"):
+        run(probe(n_models=1, epochs=1, augment='"dsa"', dsa_strategy='"flip_blur"'))
