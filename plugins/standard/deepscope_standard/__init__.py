@@ -38,6 +38,7 @@ _LAZY = {
     "train_in_code": "deepscope_standard.distilled_eval",
     "flip_rotate": "deepscope_standard.augment",
     "DSA": "deepscope_standard.augment",
+    "log_synthetic_grid": "deepscope_standard.grid",
     "SyntheticBaseline": "deepscope_standard.baselines",
     "random_real": "deepscope_standard.baselines",
     "class_means": "deepscope_standard.baselines",

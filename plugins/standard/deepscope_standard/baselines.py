@@ -6,6 +6,7 @@ import torch
 
 from deepscope import ConfigError, SyntheticData
 
+from .grid import log_synthetic_grid
 from .trainers import hard_labels
 
 SEED_OFFSET = 3000  # the baseline's private generator: run seed + 3000 (or its own `seed`)
@@ -62,7 +63,11 @@ class SyntheticBaseline:
         generator = torch.Generator().manual_seed(seed)
         if c.method == "random-real":
             idx = random_real(x, y, c.ipc, k, generator)
-            return SyntheticData(x[idx].clone(), hard_labels(y[idx]).clone(),
-                                 extras={"method": c.method, "indices": idx, "seed": seed})
-        images, labels = class_means(x, y, c.ipc, k, generator)
-        return SyntheticData(images, labels, extras={"method": c.method, "seed": seed})
+            result = SyntheticData(x[idx].clone(), hard_labels(y[idx]).clone(),
+                                   extras={"method": c.method, "indices": idx, "seed": seed})
+        else:
+            images, labels = class_means(x, y, c.ipc, k, generator)
+            result = SyntheticData(images, labels, extras={"method": c.method, "seed": seed})
+        if c.grid and ctx.state.tracker is not None:
+            log_synthetic_grid(ctx, result, state.info)
+        return result

@@ -1,5 +1,5 @@
 """Config classes of the distillation toolkit (``distilled-eval``, its alias ``synthetic-accuracy``,
-``synthetic-baseline``); no torch."""
+``synthetic-baseline``, ``synthetic-grid``); no torch."""
 
 from __future__ import annotations
 
@@ -91,6 +91,9 @@ def register_probes(register):
     register("synthetic-accuracy", "deepscope_standard.distilled_eval:DistilledEval", SyntheticAccuracyConfig,
              doc="Alias of distilled-eval (3 networks, 300 epochs, the set's learned lr when it has one).",
              requires=("synthetic",))
+    register("synthetic-grid", "deepscope_standard.grid:SyntheticGrid", SyntheticGridConfig,
+             doc="A class-labelled, de-normalized image grid of a synthetic set (synthetic_grid.png).",
+             requires=("synthetic",))
 
 
 @attrs.define(kw_only=True)
@@ -102,6 +105,16 @@ class SyntheticBaselineConfig(DistillerConfig):
                            "the means of ipc random near-equal parts of its images (ipc = 1: the class mean)")
     ipc: int = param(1, doc="images per class", validator=positive)
     seed: Optional[int] = param(None, doc="seed of the draw (default: run seed + 3000)")
+    grid: bool = param(True, doc="log the set's image grid (synthetic_grid.png) when the run is tracked")
+
+
+@attrs.define(kw_only=True)
+class SyntheticGridConfig:
+    """A class-labelled image grid of a synthetic set, de-normalized to pixels, as one PNG artifact."""
+
+    set: str = param("synthetic", doc="the synthetic set: \"synthetic\" (the latest) or \"synthetic/<stage name>\"")
+    per_class: int = param(10, doc="images shown per class (the first ones, in the set's order)",
+                           validator=positive)
 
 
 def register_distillers(register):
