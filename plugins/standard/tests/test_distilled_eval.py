@@ -48,6 +48,9 @@ class MadeSet:
             return SyntheticData(x, F.one_hot(y, 3).double(), label_kind="soft")
         if c.mode == "regression":
             return SyntheticData(x, F.one_hot(y, 3).float(), label_kind="regression")
+        if c.mode == "input":  # the same images held in the model's input space
+            with torch.no_grad():
+                return SyntheticData(state.model.to_input(x), y, space="input")
         if c.mode == "schedule":
             return SyntheticData(x, y, lr=torch.tensor([0.1, 0.2]))
         return SyntheticData(x, y, lr=c.lr)
@@ -255,3 +258,16 @@ def test_dsa_augmentation_changes_training_reproducibly_and_a_bad_strategy_is_a_
     assert augmented == again and augmented[key] != plain[key]
     with pytest.raises(ConfigError, match="dsa_strategy"):
         run(probe(n_models=1, epochs=1, augment='"dsa"', dsa_strategy='"flip_blur"'))
+
+
+def test_an_input_space_set_scores_what_its_pixels_score():
+    pixels = run(probe(n_models=1, epochs=10, lr=0.2, batch_size=1000)).metrics
+    held = run(probe('mode = "input"', n_models=1, epochs=10, lr=0.2, batch_size=1000)).metrics
+    key = "evaluate/distilled-eval/acc_mean"
+    assert held[key] == pytest.approx(pixels[key], abs=1e-9)
+
+
+@pytest.mark.parametrize("lr", ["-1", '"fast"', "true"])
+def test_a_bad_lr_is_a_config_error_at_lr(lr):
+    with pytest.raises(ConfigError, match="lr"):
+        run(probe(n_models=1, epochs=1, lr=lr))
