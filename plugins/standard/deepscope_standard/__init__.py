@@ -14,7 +14,7 @@ from typing import Any
 
 from deepscope import hookimpl
 
-from . import attacks_config, datasets_config, models_config, probes_config, trainers_config
+from . import attacks_config, datasets_config, distill_config, models_config, probes_config, trainers_config
 from .trainers_config import TrainConfig
 
 #: public name -> the submodule that defines it (imported on first access)
@@ -28,6 +28,20 @@ _LAZY = {
     "pgd": "deepscope_standard.attacks",
     "fgsm": "deepscope_standard.attacks",
     "ascend": "deepscope_standard.attacks",
+    "sgd_step": "deepscope_standard.diffopt",
+    "adam_step": "deepscope_standard.diffopt",
+    "flatten_params": "deepscope_standard.diffopt",
+    "unflatten_params": "deepscope_standard.diffopt",
+    "DistilledEval": "deepscope_standard.distilled_eval",
+    "class_balanced_prefix": "deepscope_standard.distilled_eval",
+    "train_on_set": "deepscope_standard.distilled_eval",
+    "train_in_code": "deepscope_standard.distilled_eval",
+    "flip_rotate": "deepscope_standard.augment",
+    "DSA": "deepscope_standard.augment",
+    "log_synthetic_grid": "deepscope_standard.grid",
+    "SyntheticBaseline": "deepscope_standard.baselines",
+    "random_real": "deepscope_standard.baselines",
+    "class_means": "deepscope_standard.baselines",
 }
 
 
@@ -66,3 +80,9 @@ def deepscope_register_attacks(register):
 @hookimpl
 def deepscope_register_probes(register):
     probes_config.register(register)
+    distill_config.register_probes(register)
+
+
+@hookimpl
+def deepscope_register_distillers(register):
+    distill_config.register_distillers(register)

@@ -1,11 +1,11 @@
-"""Basic probes: accuracy with calibration, weight statistics, accuracy of models trained on a synthetic set."""
+"""Basic probes: accuracy with calibration, weight statistics (distilled sets: distilled_eval.py)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .trainers import cross_entropy_targets, evaluate, hard_labels, train_model
+from .trainers import cross_entropy_targets, hard_labels
 
 
 def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, bins: int = 15) -> float:
@@ -75,22 +75,3 @@ class WeightsProbe:
         out["norm/prunable"] = float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in prunable.values()))) \
             if prunable else 0.0
         return out
-
-
-class SyntheticAccuracyProbe:
-    def __init__(self, config):
-        self.config = config
-
-    def measure(self, state, ctx) -> dict[str, float]:
-        c = self.config
-        synthetic = state.synthetic
-        lr = synthetic.lr if (c.use_synthetic_lr and synthetic.lr is not None) else c.lr
-        x, y = synthetic.x.detach().to(state.device), synthetic.y.detach().to(state.device)
-        test = state.data.test_loader()
-        accs = []
-        for i in range(c.n_models):
-            model = state.build_model(seed=state.seed + 1000 + i)
-            train_model(model, (x, y), c, state.device, lr=float(lr))
-            accs.append(evaluate(model, test, state.device)["acc"])
-        acc = torch.tensor(accs, dtype=torch.float64)
-        return {"acc_mean": acc.mean().item(), "acc_std": acc.std(unbiased=False).item() if len(accs) > 1 else 0.0}

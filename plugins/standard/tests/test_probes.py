@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepscope_standard import probes_config, trainers_config
+from deepscope_standard import distill_config, probes_config, trainers_config
 from deepscope_standard.probes import WeightsProbe, expected_calibration_error
 from deepscope import ConfigError, Network, SyntheticData, hookimpl, prunable_parameters
 from deepscope.testing import make_host, run_toml, tiny_data
@@ -123,6 +123,7 @@ class Plugin:
     @hookimpl
     def deepscope_register_probes(self, register):
         probes_config.register(register)
+        distill_config.register_probes(register)
 
 
 def run(stages: str):
