@@ -374,7 +374,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
            "--port", str(args.port), "--workers", str(args.workers)]
     # MLflow's GenAI job runner (seven huey consumers) serves nothing deepscope logs: off unless asked for
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    # and its own deprecation notices (Starlette, SQLAlchemy) are nothing a deepscope user can act on
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONWARNINGS": "ignore::DeprecationWarning",
+           **os.environ}
     console.print(f"MLflow UI on {base} for {store} (Ctrl-C stops it)")
     if runs:
         console.print(f"runs of experiment {args.experiment!r}: {runs}", soft_wrap=True)
@@ -401,7 +403,8 @@ def _runs_table_url(base: str, store: str, experiment: str) -> str | None:
             exp = MlflowClient(tracking_uri=store).get_experiment_by_name(experiment)
     except Exception:  # the UI still starts; it reports the store's problem itself
         return None
-    return f"{base}/#/experiments/{exp.experiment_id}/runs" if exp is not None else None
+    # workflowType: the UI's "Model training" mode, where runs, metrics and artifacts are (not GenAI traces)
+    return f"{base}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" if exp is not None else None
 
 
 def cmd_repair_store(args: argparse.Namespace) -> int:
