@@ -13,6 +13,7 @@ import torch
 from deepscope import ConfigError
 
 from .augment import DSA, DSA_DEFAULT, flip_rotate
+from .synthetic_choice import chosen_synthetic
 from .trainers import evaluate, hard_labels, supervised_loss
 
 MODEL_SEED = 1000  # network i of every model spec is initialized from run seed + 1000 + i
@@ -117,11 +118,7 @@ class DistilledEval:
 
     def measure(self, state, ctx) -> dict[str, float]:
         c = self.config
-        try:
-            synthetic = state.synthetic_set(c.set)
-        except LookupError as exc:
-            raise ConfigError(f"{exc}. Set `set` to \"synthetic\" or to \"synthetic/<stage name>\" of a distill "
-                              "stage that runs before this probe.", key="set") from None
+        synthetic = chosen_synthetic(state, c.set)
         lr = self._lr(synthetic)
         x, y = synthetic.x.detach().to(state.device), synthetic.y.detach().to(state.device)
         if synthetic.space == "input":

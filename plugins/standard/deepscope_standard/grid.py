@@ -6,8 +6,7 @@ import io
 
 import torch
 
-from deepscope import ConfigError
-
+from .synthetic_choice import chosen_synthetic
 from .trainers import hard_labels
 
 
@@ -78,9 +77,6 @@ class SyntheticGrid:
 
     def measure(self, state, ctx) -> dict[str, float]:
         c = self.config
-        try:
-            synthetic = state.synthetic_set(c.set)
-        except LookupError as exc:
-            raise ConfigError(f"{exc}. Set `set` to \"synthetic\" or \"synthetic/<stage name>\".", key="set") from None
+        synthetic = chosen_synthetic(state, c.set)
         log_synthetic_grid(ctx, synthetic, state.info, per_class=c.per_class)
         return {"images": float(len(synthetic))}
