@@ -42,3 +42,6 @@ class DataShape(InputShape):
     num_classes: int
     input_shape: tuple[int, int, int]
     num_tasks: int = 1
+    #: examples per class of the training and test splits, when the dataset knows them without loading
+    train_counts: tuple[int, ...] | None = None
+    test_counts: tuple[int, ...] | None = None

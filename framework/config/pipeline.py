@@ -203,14 +203,15 @@ def build_pipeline(doc: dict, registry: Registry, file: str = "<string>") -> Pip
     if sweep is not None and not isinstance(sweep, dict):
         issues.append(ConfigIssue("$.sweep", f"expected a table, got {describe(sweep)}"))
     if not issues and data is not None:
-        issues.extend(check_against_data(data, [model, *(s.spec for s in stages)]))
+        issues.extend(check_against_data(data, [data, model, *(s.spec for s in stages)]))
     if issues:
         raise ConfigError(issues, file=file)
     return Pipeline(file, run, data, model, stages, doc, sweep)
 
 
 def check_against_data(data: ComponentSpec, specs: list[ComponentSpec]) -> list[ConfigIssue]:
-    """Run every component config's ``check(shape)`` against the dataset's :class:`DataShape`.
+    """Run every component config's ``check(shape)`` (the dataset's own included) against the dataset's
+    :class:`DataShape`.
 
     The shape comes from the dataset's registration (``shape=``), so nothing is loaded; a dataset that
     does not declare one is not checked here (its components still check themselves when built).

@@ -24,6 +24,9 @@ from torch.utils.data import Dataset, TensorDataset
 
 from deepscope import ConfigError, DataBundle, DataError, DatasetInfo
 
+# the rule is written once, torch-free, so validate checks it before loading anything
+from .datasets_config import subset_problem
+
 SAMPLE_FILE = Path(__file__).resolve().parent / "data" / "fashion_mnist_sample.npz"
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 ENV_VAR = "DEEPSCOPE_DATA"
@@ -194,15 +197,12 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
 
 def balanced_indices(labels: torch.Tensor, n: int, num_classes: int, key: str = "subset") -> torch.Tensor:
     """The first ``n // k`` examples of every class (the first ``n % k`` classes get one more), in order."""
+    counts = tuple(int((labels == c).sum()) for c in range(num_classes))
+    problem = subset_problem(n, "balanced", counts, key)
+    if problem:
+        raise ConfigError(problem, key=key)
     per_class, extra = divmod(n, num_classes)
-    chosen = []
-    for c in range(num_classes):
-        want = per_class + (1 if c < extra else 0)
-        idx = torch.nonzero(labels == c).flatten()
-        if idx.numel() < want:
-            raise ConfigError(f"a balanced subset of {n} needs {want} examples of class {c}, "
-                              f"but the split has only {idx.numel()}", key=key)
-        chosen.append(idx[:want])
+    chosen = [torch.nonzero(labels == c).flatten()[:per_class + (1 if c < extra else 0)] for c in range(num_classes)]
     return torch.cat(chosen).sort().values
 
 

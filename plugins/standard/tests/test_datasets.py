@@ -506,3 +506,48 @@ def test_build_script_reproduces_the_embedded_sample(tmp_path, monkeypatch):
     runpy.run_path(str(script), run_name="__main__")
     assert output.read_bytes() == ds.SAMPLE_FILE.read_bytes()
     assert ds.SAMPLE_FILE.stat().st_size < 4_000_000
+
+
+@pytest.mark.parametrize("table, expected", [
+    ('use = "fashion-mnist-sample"\nsubset = 6000\n', "$.data.subset: subset = 6000 but the split has only 5000 "
+     "examples"),
+    ('use = "fashion-mnist-sample"\nclasses = [3, 7]\nsubset = 1001\nsubset_mode = "balanced"\n',
+     "$.data.subset: subset = 1001 but the split has only 1000 examples"),  # two classes of 500 kept
+    ('use = "cifar10"\ntest_subset = 20000\n', "$.data.test_subset: test_subset = 20000 but the split has only "
+     "10000 examples"),
+])
+def test_subsets_larger_than_a_split_are_caught_before_loading(table, expected):
+    """cifar10 is not on this machine: the check works from the declared counts, nothing is read."""
+    from deepscope import ConfigError, parse_pipeline
+    from deepscope.testing import make_host
+
+    text = f'[run]\nname = "s"\nseed = 0\n[data]\n{table}[model]\nuse = "lenet-300-100"\n'
+    with pytest.raises(ConfigError) as err:
+        parse_pipeline(text, make_host(deepscope_standard).registry, file="p.toml")
+    assert str(err.value) == f"p.toml: {expected}"
+
+
+def test_the_declared_counts_of_the_sample_are_its_real_counts():
+    from deepscope import structure_component
+    from deepscope.testing import make_host
+
+    registry = make_host(deepscope_standard).registry
+    spec, issues = structure_component(registry, "dataset", {"use": "fashion-mnist-sample"}, "$.data")
+    assert not issues
+    shape = spec.component.data_shape(spec.config)
+    bundle = spec.build()
+    for split, declared in (("train", shape.train_counts), ("test", shape.test_counts)):
+        labels = bundle.tensors(split)[1]
+        assert tuple(int((labels == c).sum()) for c in range(10)) == declared
+    assert shape.input_shape == bundle.info.input_shape and shape.num_classes == bundle.info.num_classes
+
+
+def test_subset_problem_follows_the_balanced_rule_on_unbalanced_counts():
+    from deepscope_standard.datasets_config import subset_problem
+
+    assert subset_problem(6, "balanced", (3, 2, 5), "subset") is None  # 2 + 2 + 2
+    assert subset_problem(7, "balanced", (3, 2, 5), "subset") is None  # the first class takes the extra one
+    assert subset_problem(8, "balanced", (3, 2, 5), "subset") == (
+        "a balanced subset of 8 needs 3 examples of class 1, but the split has only 2")
+    assert subset_problem(8, "first", (3, 2, 5), "subset") is None
+    assert subset_problem(11, "first", (3, 2, 5), "subset") == "subset = 11 but the split has only 10 examples"
