@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli_support import RESULTS_ATTR, console_for as _console, default_host as _host, format_value, results_console
+from .cli_support import console_for as _console, default_host as _host, format_value, results_console
 from .errors import DeepscopeError, RunFailed
 from .hookspecs import hookimpl
 
@@ -501,8 +501,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import cli_support
 
     cli_support.debug = debug
-    if args.command == "sweep" and getattr(args, "target", [""])[0] in ("status", "collect"):
-        setattr(args, RESULTS_ATTR, True)  # the sweep's table is this command's result: stdout
     from .runner import sigterm_as_interrupt
 
     sigterm_as_interrupt()

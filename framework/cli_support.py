@@ -10,15 +10,9 @@ import argparse
 import math
 from typing import Any
 
-#: set on the parsed arguments by commands whose console output *is* the result (``sweep status``)
-RESULTS_ATTR = "results_to_stdout"
-
 
 def console_for(args: argparse.Namespace | None = None) -> Any:
-    """A rich console on stderr (progress, notes), quiet under ``--quiet``; on stdout for commands
-    flagged with :data:`RESULTS_ATTR`."""
-    if getattr(args, RESULTS_ATTR, False):
-        return results_console(args)
+    """A rich console on stderr (progress, notes), quiet under ``--quiet``."""
     from .progress import make_console
 
     return make_console(quiet=bool(getattr(args, "quiet", False)))

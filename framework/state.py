@@ -247,9 +247,14 @@ class RunState:
         return Cache()
 
 
-def _cpu(tensors: dict[str, Any]) -> dict:
-    return {k: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
-            for k, v in tensors.items()}
+def _copy(values: dict[str, Any], device: str | None = None) -> dict[str, Any]:
+    """Detached copies of a state dict's tensors (on ``device`` if given); extra state deep-copied."""
+    return {k: v.detach().to(device).clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+            for k, v in values.items()}
+
+
+def _cpu(values: dict[str, Any]) -> dict[str, Any]:
+    return _copy(values, "cpu")
 
 
 class StageContext:
@@ -475,11 +480,7 @@ def run_probe(state: RunState, spec: "ComponentSpec", prefix: str, stage: "Stage
 
 
 def snapshot_state_dict(model: torch.nn.Module) -> dict[str, Any]:
-    return _cpu_free(model.state_dict())
-
-
-def _cpu_free(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in values.items()}
+    return _copy(model.state_dict())
 
 
 def clone_model(model: torch.nn.Module) -> torch.nn.Module:

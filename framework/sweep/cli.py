@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli_support import console_for as _console, default_host as _host
+from ..cli_support import console_for as _console, default_host as _host, results_console
 from ..errors import DeepscopeError
 
 USAGE = "FILE | status DIR | collect DIR"
@@ -67,8 +67,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                       "(--force reruns them)")
     from .report import render, rows
 
-    table = rows(record)
-    render(record, table, console, f"sweep {record.data['name']} ({record.dir})")
+    table = rows(record)  # the sweep's result, like run's table: stdout
+    render(record, table, results_console(args), f"sweep {record.data['name']} ({record.dir})")
     failed = [r for r in table if r["status"] in ("FAILED", "KILLED", "PENDING")]
     return 1 if failed else 0
 
@@ -87,8 +87,7 @@ def cmd_status(args: argparse.Namespace, directory: Path, *, collect: bool) -> i
         if args.csv:
             sys.stdout.write(text)
             return 0
-    console = _console(args)
-    render(record, table, console, f"sweep {record.data.get('name')} ({record.dir})")
+    render(record, table, results_console(args), f"sweep {record.data.get('name')} ({record.dir})")
     if collect:
-        console.print(f"CSV of every point and metric: {record.dir / 'results.csv'}")
+        _console(args).print(f"CSV of every point and metric: {record.dir / 'results.csv'}")
     return 0
