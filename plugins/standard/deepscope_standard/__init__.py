@@ -42,6 +42,7 @@ _LAZY = {
     "SyntheticBaseline": "deepscope_standard.baselines",
     "random_real": "deepscope_standard.baselines",
     "class_means": "deepscope_standard.baselines",
+    "fit_zca": "deepscope_standard.zca",
 }
 
 

@@ -268,9 +268,23 @@ def make_bundle(name: str, config, train: tuple[np.ndarray, np.ndarray], test: t
         train_set, test_set = ImageDataset(x_train, y_train), ImageDataset(x_test, y_test)
     if config.augment:
         train_set = RandomCropFlip(train_set, padding=4, flip=flip)
-    info = DatasetInfo(name, num_classes, tuple(int(s) for s in x_train.shape[1:]), mean, std, tuple(class_names))
+    preprocess = zca_preprocess(config, x_train, mean, std)
+    info = DatasetInfo(name, num_classes, tuple(int(s) for s in x_train.shape[1:]), mean, std, tuple(class_names),
+                       preprocess=preprocess)
     return DataBundle(train_set, test_set, info, batch_size=config.batch_size,
                       test_batch_size=config.test_batch_size, num_workers=config.num_workers)
+
+
+def zca_preprocess(config, x_train: torch.Tensor, mean, std):
+    """The ZCA whitening ``config.zca`` asks for, fitted on the normalized training images (None: none)."""
+    method = getattr(config, "zca", "none")
+    if method == "none":
+        return None
+    from .zca import fit_zca
+
+    x = x_train.float() / (255.0 if not x_train.is_floating_point() else 1.0)
+    x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    return fit_zca(x, method, config.zca_reg)
 
 
 def search_bases(name: str, root: str | None) -> list[Path]:

@@ -40,6 +40,11 @@ class DataConfig:
                   "for a binary task; subsets and statistics then see only the kept classes",
         validator=distinct_class_indices)
     augment: bool = param(False, doc="random crop (padding 4) and horizontal flip of training images")
+    zca: Literal["none", "kornia", "relative"] = param(
+        "none", doc="ZCA whitening inside the model, fitted on the (normalized) training split: kornia (eps "
+                    "added to the eigenvalues, as MTT) or relative (zca_reg x the mean eigenvalue, as RaT-BPTT)")
+    zca_reg: float = param(0.1, doc="the ZCA regularisation (kornia: eps; relative: fraction of the mean "
+                                    "eigenvalue)", validator=positive)
     num_workers: int = param(0, doc="DataLoader worker processes", validator=attrs.validators.ge(0))
 
     def check(self, shape) -> None:

@@ -88,9 +88,24 @@ def adam_step(params: Mapping[str, torch.Tensor], grads: Mapping[str, torch.Tens
 
 
 def _safe_sqrt(v: torch.Tensor) -> torch.Tensor:
-    """sqrt(v) with derivative 0 (not inf) where v == 0; the same values as torch.sqrt."""
-    positive = v > 0
-    return torch.where(positive, torch.where(positive, v, torch.ones_like(v)).sqrt(), torch.zeros_like(v))
+    """sqrt(v) with derivative 0 (not inf) where v == 0; the same values as torch.sqrt, and like it
+    keeps only its output for the backward pass (an unrolled window holds one per parameter and step)."""
+    return _SafeSqrt.apply(v)
+
+
+class _SafeSqrt(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v):
+        out = v.sqrt()
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        positive = out > 0
+        return torch.where(positive, grad / (2 * torch.where(positive, out, torch.ones_like(out))),
+                           torch.zeros_like(grad))
 
 
 def flatten_params(params: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,178 @@
+"""One RaT-BPTT meta-step: deepscope's functional unroll against a `higher` unroll of the same network.
+
+Both do what the official code does per meta-step: ``start`` plain inner steps, ``window``
+differentiable ones on synthetic batches, the cross-entropy on a real batch, its gradient with
+respect to the synthetic images. `higher` (0.2.1, the official code's dependency) is a
+benchmark-only dependency: ``pip install higher==0.2.1``. Same initial weights, same batches, same
+optimizer; the benchmark checks that the two meta-gradients agree before timing them. Reported: the
+median seconds per meta-step (and CPU seconds on CPU), the ratio theirs / ours (> 1: ours is
+faster), and the peak memory: CUDA's max_memory_allocated on a GPU, and on CPU the peak bytes the
+autograd graph holds (every saved tensor, counted while alive), at two unroll lengths to show it
+flat in T at a fixed window.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ratbptt.py                 # CPU: MLP, W 10, T 20/60
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ratbptt.py --model convnet --width 32 --norm none
+    .venv/bin/python benchmarks/bench_ratbptt.py --device cuda                    # the CIFAR-10 settings:
+        # ConvNet-3 w128 instance norm, 32x32x3, 100 images, W 60, T 200 (and 100), real batch 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from deepscope_ratbptt.unroll import InnerOptimizer, unroll
+
+
+def registered_body(args) -> torch.nn.Module:
+    from deepscope import DatasetInfo, build_network, get_host, structure_component
+
+    shape = (args.channels, args.side, args.side)
+    info = DatasetInfo("bench", 10, shape, (0.5,) * args.channels, (0.25,) * args.channels)
+    table = {"use": "mlp", "widths": [args.width]} if args.model == "mlp" else \
+        {"use": "convnet", "width": args.width, "depth": 3, "norm": args.norm}
+    spec, issues = structure_component(get_host().registry, "model", table, "bench")
+    assert not issues, issues
+    return build_network(spec, info).body
+
+
+class Meter:
+    """Peak bytes of the tensors the autograd graph saves, counted while they are alive."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def hooks(self):
+        meter = self
+
+        class Saved:
+            def __init__(self, t):
+                self.t, self.size = t, t.numel() * t.element_size()
+                meter.live += self.size
+                meter.peak = max(meter.peak, meter.live)
+
+            def __del__(self):
+                meter.live -= self.size
+
+        return torch.autograd.graph.saved_tensors_hooks(Saved, lambda s: s.t)
+
+
+def make_problem(args, device):
+    g = torch.Generator().manual_seed(0)
+    shape = (args.channels, args.side, args.side)
+    x_syn = torch.randn(10 * args.ipc, *shape, generator=g).to(device).requires_grad_()
+    y_syn = torch.arange(10).repeat_interleave(args.ipc).to(device)
+    x_real = torch.randn(args.real_batch, *shape, generator=g).to(device)
+    y_real = torch.randint(0, 10, (args.real_batch,), generator=g).to(device)
+    draws = [torch.randperm(len(y_syn), generator=g)[:10 * args.batch_per_class].to(device)
+             for _ in range(max(args.unrolls))]
+    return x_syn, y_syn, x_real, y_real, draws
+
+
+def ours(body, init, problem, start, window, lr):
+    x_syn, y_syn, x_real, y_real, draws = problem
+    body.load_state_dict(init)
+    calls = iter(draws)
+
+    def batches(differentiable):
+        idx = next(calls)
+        return (x_syn if differentiable else x_syn.detach())[idx], y_syn[idx]
+
+    final = unroll(body, dict(body.named_parameters()), InnerOptimizer("adam", lr), batches, start=start,
+                   window=window)
+    loss = F.cross_entropy(torch.func.functional_call(body, final, (x_real,)), y_real)
+    return torch.autograd.grad(loss, x_syn)[0]
+
+
+def theirs(body, init, problem, start, window, lr):
+    """The official code's meta-step: torch.optim prefix, then higher.innerloop_ctx for the window."""
+    import higher
+
+    x_syn, y_syn, x_real, y_real, draws = problem
+    body.load_state_dict(init)
+    opt = torch.optim.Adam(body.parameters(), lr=lr)
+    for i in range(start):
+        opt.zero_grad()
+        F.cross_entropy(body(x_syn.detach()[draws[i]]), y_syn[draws[i]]).backward()
+        opt.step()
+    with higher.innerloop_ctx(body, opt, copy_initial_weights=True) as (fnet, diffopt):
+        for i in range(start, start + window):
+            diffopt.step(F.cross_entropy(fnet(x_syn[draws[i]]), y_syn[draws[i]]))
+        loss = F.cross_entropy(fnet(x_real), y_real)
+        return torch.autograd.grad(loss, x_syn)[0]
+
+
+def measure(fn, device, args, *fn_args):
+    walls, cpus, peak = [], [], 0
+    for _ in range(args.repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(device)
+        meter = Meter()
+        wall, cpu = time.perf_counter(), time.process_time()
+        if device.type == "cuda":
+            fn(*fn_args)
+            torch.cuda.synchronize()
+            peak = max(peak, torch.cuda.max_memory_allocated(device))
+        else:
+            with meter.hooks():
+                fn(*fn_args)
+            peak = max(peak, meter.peak)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus), peak / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", choices=["mlp", "convnet"], default="mlp")
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--norm", choices=["instance", "batch", "none"], default="instance")
+    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--side", type=int, default=28)
+    parser.add_argument("--ipc", type=int, default=10)
+    parser.add_argument("--batch-per-class", type=int, default=10)
+    parser.add_argument("--real-batch", type=int, default=256)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--unrolls", type=int, nargs="+", default=[20, 60])
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--preset", choices=["auto", "small", "cifar10"], default="auto",
+                        help="cifar10: the official CIFAR-10 IPC 10 settings (the default on cuda); small: the "
+                             "flags as given (the default on cpu)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.preset == "cifar10" or (args.preset == "auto" and device.type == "cuda"):
+        args.model, args.width, args.norm, args.channels, args.side = "convnet", 128, "instance", 3, 32
+        args.window, args.unrolls, args.real_batch, args.ipc, args.batch_per_class = 60, [100, 200], 5000, 10, 10
+    try:
+        import higher  # noqa: F401
+    except ImportError:
+        raise SystemExit("bench_ratbptt needs the peer: pip install higher==0.2.1 (a benchmark-only dependency)")
+    body = registered_body(args).to(device).train()
+    init = {k: v.clone() for k, v in body.state_dict().items()}
+    problem = make_problem(args, device)
+    print(f"{args.model} width {args.width} ({args.norm if args.model == 'convnet' else 'no norm'}), "
+          f"{10 * args.ipc} synthetic, real batch {args.real_batch}, window {args.window}, device {device}")
+    print(f"{'T':>5} {'ours s':>8} {'higher s':>9} {'ratio':>6} {'ours cpu':>9} {'higher cpu':>10} "
+          f"{'ours MB':>8} {'higher MB':>9} {'max |dg|/|g|':>13}")
+    for total in args.unrolls:
+        start = total - args.window
+        a = ours(body, init, problem, start, args.window, args.lr)
+        b = theirs(body, init, problem, start, args.window, args.lr)
+        rel = ((a - b).abs().max() / b.abs().max()).item()
+        if rel > 1e-3:
+            raise SystemExit(f"the meta-gradients disagree (relative {rel:.2e}): not timing different things")
+        mine = measure(ours, device, args, body, init, problem, start, args.window, args.lr)
+        peer = measure(theirs, device, args, body, init, problem, start, args.window, args.lr)
+        print(f"{total:>5} {mine[0]:>8.3f} {peer[0]:>9.3f} {peer[0] / mine[0]:>6.2f} {mine[1]:>9.3f} {peer[1]:>10.3f} "
+              f"{mine[2]:>8.1f} {peer[2]:>9.1f} {rel:>13.1e}")
+
+
+if __name__ == "__main__":
+    main()
