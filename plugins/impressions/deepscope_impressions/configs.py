@@ -95,6 +95,13 @@ class SupermaskConfig(ModelConfig):
                              validator=non_negative)
     gain: float = param(2.0 ** 0.5, doc="signed-constant magnitude gain / sqrt(fan_in) (ReLU gain)",
                         validator=positive)
+    outputs: Optional[int] = param(None, doc="output units (default: the data's classes; SupSup's notebook: 100)",
+                                   validator=positive)
+
+    def check(self, shape) -> None:
+        if self.outputs is not None and self.outputs < shape.num_classes:
+            raise ConfigError(f"outputs = {self.outputs} is fewer than the {shape.num_classes} classes of "
+                              f"{shape.name}; leave it unset or raise it", key="outputs")
 
 
 @attrs.define(kw_only=True)
@@ -169,7 +176,8 @@ class TaskInferenceConfig(ProbeConfig):
                                "gives the lowest entropy (one forward per task)")
     examples: int = param(1, doc="images per inference trial (SupSup's notebook: 1)", validator=positive)
     trials: int = param(50, doc="inference trials per task", validator=positive)
-    batch: int = param(128, doc="test batch on which the task is inferred for the task-inferred accuracy",
+    batch: int = param(128, doc="task-inferred accuracy: each test batch is classified with the task inferred "
+                                "from its first `examples` images (the SupSup paper's GN protocol)",
                        validator=positive)
     eval_examples: Optional[int] = param(None, doc="test examples per task for the task-inferred accuracy",
                                          validator=positive)

@@ -161,7 +161,7 @@ class TaskInference:
                 correct = total = 0
                 for x, y in batches(test, cfg.batch, n=cfg.eval_examples):
                     x, y = x.to(device), y.to(device)
-                    model.set_task(infer(model, body, x, learned))
+                    model.set_task(infer(model, body, x[:cfg.examples], learned))
                     with torch.no_grad():
                         correct += int((model(x).argmax(1) == y).sum())
                     total += int(y.numel())

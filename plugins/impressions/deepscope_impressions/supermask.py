@@ -227,7 +227,7 @@ class SupermaskMLP(SupermaskNet):
         tasks = max(1, info.num_tasks)
         slots = tasks + config.extra_masks
         self.init_slots(tasks, slots)
-        sizes = [info.num_inputs, *config.widths, info.num_classes]
+        sizes = [info.num_inputs, *config.widths, config.outputs or info.num_classes]
         self.layers = nn.ModuleList(
             MaskedLinear(a, b, slots, tasks, config.density, config.selection, config.gain)
             for a, b in zip(sizes[:-1], sizes[1:]))
@@ -256,7 +256,7 @@ class SupermaskLeNet(SupermaskNet):
             norms.append(TaskBatchNorm2d(out, tasks))
             c, side = out, side // 2
         self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
-        sizes = [c * side * side, *config.widths, info.num_classes]
+        sizes = [c * side * side, *config.widths, config.outputs or info.num_classes]
         self.fcs = nn.ModuleList(MaskedLinear(a, b, *args) for a, b in zip(sizes[:-1], sizes[1:]))
 
     def forward(self, x):
