@@ -13,58 +13,12 @@ from deepscope.testing import make_host, run_toml
 
 from deepscope_impressions.evaluation import RECORD, accuracy
 
-HEAD = """
-[run]
-name = "continual"
-seed = 0
-checkpoint_every_steps = 1
-
-[data]
-use = "permuted-tasks"
-tasks = 4
-base = { use = "fashion-mnist-sample", subset = 300, test_subset = 100, batch_size = 50 }
-
-[model]
-MODEL
-extra_masks = 2
-"""
-
-SEED = """
-[[stage]]
-do = "train"
-name = "seed"
-use = "continual"
-tasks = [0, 1]
-lr = LR
-epochs_per_task = 3
-"""
-
-IMPRESS = """
-[[stage]]
-do = "train"
-name = "impress"
-use = "continual"
-method = "impress"
-tasks = [2, 3]
-basis = "BASIS"
-num_masks = 2
-optimizer = "adam"
-lr = 0.05
-epochs_per_task = 4
-alpha_l1 = 0.005
-"""
-
-
 MLP = 'use = "supermask-mlp"\nwidths = [32]'
 LENET = 'use = "supermask-lenet"\nchannels = [6]\nwidths = [64]'
 
 
-def pipeline(model=MLP, basis="heterogeneous", extra="", lr=0.01):
-    return HEAD.replace("MODEL", model) + SEED.replace("LR", str(lr)) + IMPRESS.replace("BASIS", basis) + extra
-
-
 @pytest.mark.parametrize("model,lr", [(MLP, 0.01), (LENET, 0.001)], ids=["mlp", "lenet"])
-def test_an_old_tasks_accuracy_is_bit_identical_after_later_tasks(host, model, lr):
+def test_an_old_tasks_accuracy_is_bit_identical_after_later_tasks(host, pipeline, model, lr):
     result = run_toml(pipeline(model, lr=lr), host, track=False)
     rec = result.state.extras[RECORD]
     matrix = rec["matrix"]
@@ -78,7 +32,7 @@ def test_an_old_tasks_accuracy_is_bit_identical_after_later_tasks(host, model, l
     assert result.state.masks == {}  # supermasks are model state, never the core's pruning masks
 
 
-def test_impress_learns_only_alphas_and_homogeneous_and_random_bases_fill_spare_slots(host):
+def test_impress_learns_only_alphas_and_homogeneous_and_random_bases_fill_spare_slots(host, pipeline):
     result = run_toml(pipeline(basis="homogeneous").replace("alpha_l1", "mask_lr = 0.003\nalpha_l1"), host,
                       track=False)
     rec, body = result.state.extras[RECORD], result.state.model.body
@@ -101,7 +55,7 @@ def test_impress_learns_only_alphas_and_homogeneous_and_random_bases_fill_spare_
     assert float(layer.alphas[2].abs().sum()) > 0 and not torch.equal(layer.alphas[2][[4, 5]], torch.full((2,), 0.5))
 
 
-def test_a_heterogeneous_basis_larger_than_the_learned_masks_is_a_config_error(host):
+def test_a_heterogeneous_basis_larger_than_the_learned_masks_is_a_config_error(host, pipeline):
     text = pipeline().replace("num_masks = 2", "num_masks = 3")
     with pytest.raises(Exception) as err:
         run_toml(text, host, track=False)
@@ -123,7 +77,7 @@ class KillAfterTasks:
                 raise KeyboardInterrupt
 
 
-def test_a_run_killed_between_tasks_and_resumed_ends_with_the_same_accuracy_matrix(tmp_mlflow):
+def test_a_run_killed_between_tasks_and_resumed_ends_with_the_same_accuracy_matrix(tmp_mlflow, pipeline):
     text = pipeline(extra='\n[[stage]]\ndo = "probe"\nuse = "continual-accuracy"\nplot = false\n')
     host = make_host(deepscope_standard, deepscope_impressions)
     reference = run_toml(text, host, tracking_uri=tmp_mlflow)

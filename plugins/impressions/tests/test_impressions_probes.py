@@ -12,8 +12,6 @@ from deepscope_impressions.configs import SupermaskMLPConfig
 from deepscope_impressions.probes import infer_min_entropy, infer_oneshot, summaries
 from deepscope_impressions.supermask import make_mlp
 
-from test_impressions_continual import pipeline
-
 INFO = SimpleNamespace(num_tasks=4, num_inputs=36, num_classes=5, channels=1, height=6, width=6)
 
 
@@ -60,7 +58,7 @@ def test_oneshot_inference_finds_the_task_whose_mask_is_confident():
     assert infer_oneshot(net, body, x, [0, 1, 2, 3]) == 2
 
 
-def test_the_probes_on_a_tiny_continual_run(host):
+def test_the_probes_on_a_tiny_continual_run(host, pipeline):
     from deepscope.testing import run_toml
 
     extra = ('\n[[stage]]\ndo = "probe"\nuse = "continual-accuracy"\nplot = false\n'
