@@ -12,7 +12,8 @@ from __future__ import annotations
 from deepscope import hookimpl
 
 from .configs import (ContinualAccuracyConfig, ContinualConfig, MaskOverlapConfig, PermutedConfig, RotatedConfig,
-                      SplitConfig, SupermaskLeNetConfig, SupermaskMLPConfig, TaskInferenceConfig)
+                      SplitConfig, SupermaskLeNetConfig, SupermaskMLPConfig, SupermaskResNetConfig,
+                      TaskInferenceConfig)
 
 _DATA = "deepscope_impressions.datasets"
 
@@ -36,6 +37,9 @@ def deepscope_register_models(register):
              doc="bias-free FC network of fixed signed-constant weights with per-task supermasks and alphas")
     register("supermask-lenet", "deepscope_impressions.supermask:make_lenet", SupermaskLeNetConfig,
              doc="LeNet-style CNN of fixed signed-constant weights, per-task supermasks and non-affine BatchNorm")
+    register("supermask-resnet", "deepscope_impressions.supermask:make_resnet", SupermaskResNetConfig,
+             doc="reduced ResNet-18 (GEMResNet18, width 20) of fixed signed-constant weights, per-task supermasks "
+                 "and non-affine BatchNorm (split CIFAR-100)")
 
 
 @hookimpl

@@ -119,6 +119,15 @@ class SupermaskLeNetConfig(SupermaskConfig):
     widths: list[int] = param(attrs.Factory(lambda: [120, 84]), doc="hidden FC widths")
 
 
+@attrs.define(kw_only=True)
+class SupermaskResNetConfig(SupermaskConfig):
+    """Reduced ResNet-18 (GEM / SupSup's GEMResNet18) of masked convs with per-task non-affine BatchNorm."""
+
+    width: int = param(20, doc="channels of the first stage (doubled at each later stage; GEM: 20)",
+                       validator=positive)
+    blocks: list[int] = param(attrs.Factory(lambda: [2, 2, 2, 2]), doc="basic blocks per stage")
+
+
 # --------------------------------------------------------------------------- trainer
 
 

@@ -281,3 +281,54 @@ def make_lenet(config, info) -> SupermaskLeNet:
         raise ConfigError(f"supermask-lenet needs square images of side >= {2 ** len(config.channels)}, got "
                           f"{info.height}x{info.width}", key="channels")
     return SupermaskLeNet(config, info)
+
+
+class MaskedBlock(nn.Module):
+    """ResNet basic block of masked 3x3 convs with per-task non-affine BN; masked 1x1 shortcut when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, args: tuple):
+        super().__init__()
+        slots, tasks = args[0], args[1]
+        self.conv1 = MaskedConv2d(c_in, c_out, 3, *args, padding=1, stride=stride)
+        self.bn1 = TaskBatchNorm2d(c_out, tasks)
+        self.conv2 = MaskedConv2d(c_out, c_out, 3, *args, padding=1)
+        self.bn2 = TaskBatchNorm2d(c_out, tasks)
+        self.shortcut = None
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(MaskedConv2d(c_in, c_out, 1, *args, stride=stride),
+                                          TaskBatchNorm2d(c_out, tasks))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class SupermaskResNet(SupermaskNet):
+    """A reduced ResNet-18 (GEM's, as SupSup's GEMResNet18: width 20, blocks [2, 2, 2, 2]) of masked layers."""
+
+    def __init__(self, config, info):
+        super().__init__()
+        tasks = max(1, info.num_tasks)
+        slots = tasks + config.extra_masks
+        self.init_slots(tasks, slots)
+        args = (slots, tasks, config.density, config.selection, config.gain)
+        w = config.width
+        self.conv1 = MaskedConv2d(info.channels, w, 3, *args, padding=1)
+        self.bn1 = TaskBatchNorm2d(w, tasks)
+        stages, c_in = [], w
+        for i, n in enumerate(config.blocks):
+            c_out = w * 2 ** i
+            for b in range(n):
+                stages.append(MaskedBlock(c_in, c_out, 2 if (b == 0 and i > 0) else 1, args))
+                c_in = c_out
+        self.blocks = nn.Sequential(*stages)
+        self.fc = MaskedLinear(c_in, config.outputs or info.num_classes, *args)
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def make_resnet(config, info) -> SupermaskResNet:
+    return SupermaskResNet(config, info)

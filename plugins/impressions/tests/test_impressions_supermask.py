@@ -103,3 +103,23 @@ def test_the_mask_cache_follows_in_place_updates_of_the_scores():
         layer.scores[0].neg_()
         again = layer.mask(0)
     assert not torch.equal(first, again) and torch.equal(again, binary_mask(layer.scores[0].detach(), 0.5, "topk"))
+
+
+def test_the_supermask_resnet_is_task_aware_with_frozen_weights_and_per_task_norms():
+    from deepscope_impressions.configs import SupermaskResNetConfig
+    from deepscope_impressions.supermask import make_resnet
+
+    torch.manual_seed(0)
+    info = SimpleNamespace(num_tasks=2, num_inputs=3 * 8 * 8, num_classes=5, channels=3, height=8, width=8)
+    body = make_resnet(SupermaskResNetConfig(width=4, blocks=[1, 1]), info)
+    x = torch.randn(2, 3, 8, 8)
+    body.eval()
+    with torch.no_grad():
+        body.set_task(0)
+        a = body(x)
+        body.set_task(1)
+        b = body(x)
+    assert a.shape == (2, 5) and not torch.equal(a, b)  # each task its own masks
+    assert all(not layer.weight.requires_grad for layer in body.masked_layers())
+    assert len(body.masked_layers()) == 1 + 2 + (2 + 1) + 1  # stem, block 1, block 2 with shortcut, classifier
+    assert body.prunable_parameters() == {}
