@@ -52,7 +52,8 @@ class ContinualAccuracy:
                 model.set_task(j)
                 final.append(accuracy(model, state.data.task(j).test, state.device, self.config.examples))
         model.set_task(was)
-        forgetting, mean_forgetting, bwt = summaries(matrix, final)
+        # from the trainer's own evaluations (the matrix), so the test examples match: its last row is R_final
+        forgetting, mean_forgetting, bwt = summaries(matrix, matrix[-1])
         bits = [task_bits(body, rec, t) for t in learned]
         out = {task_key(t, "acc"): a for t, a in zip(learned, final)}
         out.update(avg_acc=sum(final) / len(final), forgetting=mean_forgetting, bwt=bwt, tasks=len(learned),
