@@ -131,6 +131,12 @@ def split_classes(config, num_classes: int) -> list[list[int]]:
 def make_split(config) -> DataBundle:
     base = _base(config)
     num = base.info.num_classes
+    if config.tasks * config.classes_per_task > num:
+        from deepscope import ConfigError
+
+        raise ConfigError(f"{config.tasks} tasks of {config.classes_per_task} classes need "
+                          f"{config.tasks * config.classes_per_task} classes but {base.info.name} has {num}; "
+                          "lower tasks or classes_per_task", key="tasks")
     train, test = base_tensors(base, "train"), base_tensors(base, "test")
     tasks = []
     for t, classes in enumerate(split_classes(config, num)):
