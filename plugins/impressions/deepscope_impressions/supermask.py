@@ -288,7 +288,7 @@ class MaskedBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int, args: tuple):
         super().__init__()
-        slots, tasks = args[0], args[1]
+        tasks = args[1]
         self.conv1 = MaskedConv2d(c_in, c_out, 3, *args, padding=1, stride=stride)
         self.bn1 = TaskBatchNorm2d(c_out, tasks)
         self.conv2 = MaskedConv2d(c_out, c_out, 3, *args, padding=1)

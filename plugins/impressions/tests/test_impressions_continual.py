@@ -57,10 +57,9 @@ def test_impress_learns_only_alphas_and_homogeneous_and_random_bases_fill_spare_
 
 def test_a_heterogeneous_basis_larger_than_the_learned_masks_is_a_config_error(host, pipeline):
     text = pipeline().replace("num_masks = 2", "num_masks = 3")
-    with pytest.raises(Exception) as err:
+    with pytest.raises(ConfigError) as err:
         run_toml(text, host, track=False)
-    message = str(err.value) + str(getattr(err.value, "__cause__", ""))
-    assert "num_masks" in message and "needs 3 tasks learned" in message
+    assert "$.stage[1].num_masks" in str(err.value) and "needs 3 tasks learned" in str(err.value)
 
 
 class KillAfterTasks:
