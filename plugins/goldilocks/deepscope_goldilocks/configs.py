@@ -18,6 +18,8 @@ class CurvatureConfig:
     subspace_dim: int = param(50, doc="d: dimension of the random subspace of the exact d x d Hessian",
                               validator=positive)
     subspace_seed: int = param(0, doc="seed of the random subspace (keep fixed to compare runs)")
+    n_subspaces: int = param(1, doc="independent random subspaces averaged (>= 2 also logs standard errors)",
+                             validator=positive)
     n_examples: int = param(1000, doc="examples the loss is averaged over (first n of the split)",
                             validator=positive)
     split: Split = param("train", doc="which split the examples come from")
@@ -43,6 +45,8 @@ class CurvatureConfig:
 class GaussNewtonConfig:
     subspace_dim: int = param(50, doc="d: dimension of the random subspace", validator=positive)
     subspace_seed: int = param(0, doc="seed of the random subspace")
+    n_subspaces: int = param(1, doc="independent random subspaces averaged (>= 2 also logs standard errors)",
+                             validator=positive)
     n_examples: int = param(1000, doc="examples the loss is averaged over", validator=positive)
     split: Split = param("train", doc="which split the examples come from")
     batch_size: int = param(500, doc="examples per forward pass (memory only)", validator=positive)
@@ -50,6 +54,25 @@ class GaussNewtonConfig:
     hvp: Hvp = param("forward-over-reverse", doc="Hessian-vector product engine")
     chunk_size: Optional[int] = param(25, doc="vectors per batched pass (lower it to save memory)",
                                       validator=positive)
+
+
+@attrs.define
+class SpectralDensityConfig:
+    n_examples: int = param(1000, doc="examples the loss is averaged over (first n of the split)",
+                            validator=positive)
+    split: Split = param("train", doc="which split the examples come from")
+    batch_size: int = param(500, doc="examples per forward pass (memory only)", validator=positive)
+    dtype: Dtype = param("float32", doc="precision of the Hessian-vector products")
+    hvp: Hvp = param("forward-over-reverse", doc="Hessian-vector product engine")
+    lanczos_steps: int = param(80, doc="Lanczos steps per start vector (PyHessian: 100); exact moments up to "
+                                       "degree 2m - 1", validator=positive)
+    n_vectors: int = param(4, doc="Rademacher start vectors averaged (PyHessian: 1; >= 2 logs standard errors)",
+                           validator=positive)
+    seed: int = param(1, doc="seed of the start vectors")
+    sigma: float = param(0.01, doc="Gaussian smoothing of the plotted density, as a fraction of the spectrum's "
+                                   "width", validator=positive)
+    grid_points: int = param(1000, doc="points of the logged density curve", validator=positive)
+    plot: bool = param(True, doc="log the density plot (log scale) as a PNG")
 
 
 @attrs.define
