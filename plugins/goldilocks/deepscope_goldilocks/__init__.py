@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from deepscope import hookimpl
 
-from .configs import ConfidenceConfig, CurvatureConfig, FullBatchGDConfig, GaussNewtonConfig, SpectralDensityConfig
+from .configs import CirclesConfig, circles_shape, ConfidenceConfig, CurvatureConfig, FullBatchGDConfig, GaussNewtonConfig, SpectralDensityConfig
 
 
 @hookimpl
@@ -30,3 +30,9 @@ def deepscope_register_probes(register):
 def deepscope_register_trainers(register):
     register("full-batch-gd", "deepscope_goldilocks.trainer:FullBatchGD", FullBatchGDConfig,
              doc="full-batch gradient descent with lr = base_lr / alpha^(L-2), logging laziness and sharpness")
+
+
+@hookimpl
+def deepscope_register_datasets(register):
+    register("circles", "deepscope_goldilocks.circles:build_circles", CirclesConfig, shape=circles_shape,
+             doc="the official notebook's 2-D, 3-class Circles toy problem (uniform in a disk, labelled by radius)")

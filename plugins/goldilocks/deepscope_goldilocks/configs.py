@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from deepscope import non_negative, param, positive
+from deepscope import DataShape, in_range, non_negative, param, positive
 
 Dtype = Literal["float32", "float64"]
 Hvp = Literal["forward-over-reverse", "double-backprop"]
@@ -101,3 +101,19 @@ class FullBatchGDConfig:
     sharpness_steps: int = param(20, doc="Lanczos steps of the logged sharpness (0: skip)",
                                  validator=non_negative)
     sharpness_examples: int = param(1000, doc="examples of the sharpness estimate", validator=positive)
+
+
+@attrs.define
+class CirclesConfig:
+    """The official notebook's 2-D, 3-class Circles problem (generated, not the file)."""
+
+    n_train: int = param(2400, doc="training points (the official file: 2,400)", validator=positive)
+    n_test: int = param(1200, doc="test points (the official dev file: 1,364)", validator=positive)
+    band: float = param(0.05, doc="width of the band inside each class boundary where both labels occur",
+                        validator=in_range(0.0, 0.2))
+    seed: int = param(0, doc="seed of the points (independent of the run's seed: the data stays fixed)")
+    batch_size: int = param(128, doc="training minibatch size", validator=positive)
+
+
+def circles_shape(config) -> DataShape:
+    return DataShape("circles", 3, (1, 1, 2))
