@@ -2,7 +2,9 @@
 
 A copy of any model built from standard torch layers in which every
 activation, normalization and dropout is the identity, max-pooling is
-average-pooling and biases are zero. With non-negative weights and an
+average-pooling and biases are zero; functional calls inside ``forward``
+(``F.relu``, ``F.max_pool2d``, softmax) too, where the model traces with
+torch.fx (``functional.py``). With non-negative weights and an
 all-ones input, every intermediate value is a sum of non-negative path
 products, so nothing cancels: a weight gets a non-zero gradient-times-weight
 score exactly when it lies on an input-to-output path.
@@ -19,6 +21,8 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
 import deepscope
+
+from .functional import linearize_functional
 
 _ACTIVATIONS = tuple(
     cls for cls in vars(_activation).values()
@@ -72,6 +76,7 @@ class LinearizedNetwork:
     def __init__(self, model: nn.Module, input_shape, names=None):
         net = copy.deepcopy(model)
         _replace_modules(net)
+        net = linearize_functional(net, model_label(model))
         net.eval()
         self.net = net.double()
         self.input_shape = tuple(input_shape)
@@ -129,6 +134,12 @@ class LinearizedNetwork:
             self.binarize = False
         return {name: torch.zeros_like(p) if g is None else g
                 for (name, p), g in zip(self.params.items(), grads)}
+
+
+def model_label(model: nn.Module) -> str:
+    """The class a user wrote (the body inside deepscope's Network wrapper)."""
+    body = getattr(model, "body", None)
+    return type(body if isinstance(body, nn.Module) else model).__name__
 
 
 def _replace_modules(root: nn.Module) -> None:
