@@ -69,6 +69,9 @@ class SynflowPrunerConfig(PrunerConfig):
     """SynFlow: data-free iterative pruning by synaptic flow, exponential schedule."""
 
     iterations: int = param(100, doc="pruning iterations (Tanaka et al.: 100)", validator=positive)
+    dtype: Literal["float64", "float32"] = param(
+        "float64", doc="precision of the path sums: float32 is faster (the reference's), but its scores "
+                       "overflow on deep or wide nets and near-ties may rank differently")
 
 
 def random_within(source: type) -> type:

@@ -71,14 +71,15 @@ class _Binarize(torch.autograd.Function):
 
 
 class LinearizedNetwork:
-    """A linearized float64 copy of a model whose prunable weights can be overwritten and scored."""
+    """A linearized copy of a model (float64 unless asked) whose prunable weights can be overwritten and scored."""
 
-    def __init__(self, model: nn.Module, input_shape, names=None):
+    def __init__(self, model: nn.Module, input_shape, names=None, dtype: torch.dtype = torch.float64):
         net = copy.deepcopy(model)
         _replace_modules(net)
         net = linearize_functional(net, model_label(model))
         net.eval()
-        self.net = net.double()
+        self.net = net.to(dtype)
+        self.dtype = dtype
         self.input_shape = tuple(input_shape)
         prunable = deepscope.prunable_parameters(net)
         self.names = list(names) if names is not None else list(prunable)
@@ -122,10 +123,10 @@ class LinearizedNetwork:
         with torch.no_grad():
             for name, p in self.params.items():
                 w = weights.get(name)
-                p.copy_(torch.ones_like(p) if w is None else w.to(p.device, torch.float64))
+                p.copy_(torch.ones_like(p) if w is None else w.to(p.device, self.dtype))
         self.binarize = binarize
         try:
-            x = torch.ones((1, *self.input_shape), dtype=torch.float64, device=self.device)
+            x = torch.ones((1, *self.input_shape), dtype=self.dtype, device=self.device)
             out = self.net(x)
             if isinstance(out, (tuple, list)):
                 out = out[0]

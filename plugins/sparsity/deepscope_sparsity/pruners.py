@@ -101,7 +101,8 @@ class _IterativePruner(_Pruner):
 
 class SynflowPruner(_IterativePruner):
     def scorer(self, state):
-        return S.SynFlowScorer(state)
+        dtype = torch.float32 if self.config.dtype == "float32" else torch.float64
+        return S.SynFlowScorer(state, dtype)
 
 
 class IterativeSnipPruner(_IterativePruner):
