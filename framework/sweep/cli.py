@@ -2,7 +2,7 @@
 
     deepscope sweep FILE [--dir DIR] [--force] [--workers N] [--tracking-uri URI] [--dry-run]
     deepscope sweep status DIR
-    deepscope sweep collect DIR [--csv]
+    deepscope sweep collect DIR [--csv] [--by KEY,...] [--metric NAME] [--x KEY] [--log-x] [--log-y]
 
 Bad input raises :class:`deepscope.errors.DeepscopeError` (exit 2); a sweep
 with failed points exits 1.
@@ -34,6 +34,16 @@ def register_cli(subparsers: Any) -> None:
                                           "MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     p.add_argument("--dry-run", action="store_true", help="validate and list the points; run nothing")
     p.add_argument("--csv", action="store_true", help="collect: print the CSV instead of a table")
+    p.add_argument("--by", action="append", metavar="KEY[,KEY]",
+                   help="collect: group points by these swept keys and aggregate the metrics over the other "
+                        "keys (mean, std, count); default: [sweep.collect] by")
+    p.add_argument("--metric", action="append", metavar="NAME",
+                   help="collect --by: a metric to aggregate (repeatable; default: [sweep.collect] metrics, "
+                        "else [sweep] metrics)")
+    p.add_argument("--x", metavar="KEY", help="collect --by: plot the metrics against this --by key, one line per "
+                                              "value of the other --by keys (default: [sweep.collect] x)")
+    p.add_argument("--log-x", action="store_true", default=None, help="collect --x: logarithmic x axis")
+    p.add_argument("--log-y", action="store_true", default=None, help="collect --x: logarithmic y axis")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -84,10 +94,69 @@ def cmd_status(args: argparse.Namespace, directory: Path, *, collect: bool) -> i
     if collect:
         text = to_csv(record, table)
         (record.dir / "results.csv").write_text(text, encoding="utf-8")
+        spec = collect_spec(args, record, table)
+        if spec is not None:
+            return cmd_collect_summary(args, record, table, spec)
         if args.csv:
             sys.stdout.write(text)
             return 0
     render(record, table, results_console(args), f"sweep {record.data.get('name')} ({record.dir})")
     if collect:
         _console(args).print(f"CSV of every point and metric: {record.dir / 'results.csv'}")
+    return 0
+
+
+def collect_spec(args: argparse.Namespace, record: Any, table: list) -> Any:
+    """The grouping asked for by the flags, else by the sweep's [sweep.collect]; None for neither."""
+    from .aggregate import CollectSpec, check_spec
+
+    saved = record.data.get("collect") or {}
+    by = [k for item in (args.by or []) for k in item.split(",") if k] or list(saved.get("by", []))
+    if not by:
+        for flag in ("metric", "x", "log_x", "log_y"):
+            if getattr(args, flag) not in (None, False):
+                raise DeepscopeError(f"collect --{flag.replace('_', '-')} needs --by KEY (the keys to group by)")
+        return None
+    metrics = args.metric or list(saved.get("metrics") or record.data.get("metrics") or [])
+    x = args.x if args.x is not None else saved.get("x")
+    spec = CollectSpec(by, metrics, x, bool(args.log_x if args.log_x is not None else saved.get("log_x", False)),
+                       bool(args.log_y if args.log_y is not None else saved.get("log_y", False)))
+    check_spec(spec, list(record.data.get("keys", [])), table)
+    return spec
+
+
+def cmd_collect_summary(args: argparse.Namespace, record: Any, table: list, spec: Any) -> int:
+    """Write summary.csv (and summary.png with --x), log them to the parent run, print the table."""
+    from .aggregate import group_points, summary_csv, summary_rows
+    from .store import log_parent_files
+
+    rows = summary_rows(spec, group_points(spec, table))
+    text = summary_csv(spec, rows)
+    files = [record.dir / "summary.csv"]
+    files[0].write_text(text, encoding="utf-8")
+    if spec.x is not None:
+        from .plot import save_png, summary_figure
+
+        files.append(record.dir / "summary.png")
+        save_png(summary_figure(spec, rows, f"sweep {record.data.get('name')}"), files[1])
+    if record.data.get("parent_run_id"):
+        log_parent_files(record.data["tracking_uri"], record.data["parent_run_id"], files)
+    if args.csv:
+        sys.stdout.write(text)
+        return 0
+    from rich.table import Table
+
+    from .aggregate import columns
+
+    view = Table(title=f"sweep {record.data.get('name')}: {', '.join(spec.metrics)} by {', '.join(spec.by)}")
+    cols = columns(spec)
+    for col in cols:
+        view.add_column(col, justify="left" if col in spec.by else "right")
+    for row in rows:
+        view.add_row(*["" if row[c] is None else f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c])
+                       for c in cols])
+    results_console(args).print(view)
+    where = ", ".join(str(f) for f in files)
+    _console(args).print(f"Wrote {where}; logged to the parent run {record.data.get('parent_run_id')} "
+                         "under collect/")
     return 0

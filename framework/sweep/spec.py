@@ -19,6 +19,12 @@ Shape::
     "stage.0.compression" = 1000
     "run.seed" = 2
 
+    [sweep.collect]             # what `deepscope sweep collect DIR` aggregates and plots
+    by = ["stage.0.use", "stage.0.compression"]   # group keys (the rest, e.g. run.seed, is averaged)
+    metrics = ["test/acc"]
+    x = "stage.0.compression"   # plot against this key, one line per value of the other by-keys
+    log_x = true
+
     [sweep.slurm]               # the chosen executor's own table (its registered config class)
     partition = "gpu"
 
@@ -40,7 +46,8 @@ from ..errors import ConfigError, ConfigIssue
 from ..registry import Registry
 
 SWEEPABLE_TABLES = ("run", "data", "model", "stage")
-KEYS = ("executor", "workers", "grid", "zip", "exclude", "metrics", "name", "dir")
+KEYS = ("executor", "workers", "grid", "zip", "exclude", "metrics", "name", "dir", "collect")
+COLLECT_KEYS = ("by", "metrics", "x", "log_x", "log_y")
 
 
 @attrs.define
@@ -56,6 +63,7 @@ class SweepSpec:
     name: str | None = None
     dir: str | None = None
     executor_config: Any = None
+    collect: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def keys(self) -> list[str]:
@@ -207,6 +215,8 @@ def parse_sweep(table: Any, doc: dict, registry: Registry, file: str = "<string>
             spec.exclude.append(dict(rule))
     if not taken and not issues:
         issues.append(ConfigIssue("$.sweep.grid", "nothing to sweep: add [sweep.grid] or [[sweep.zip]]"))
+    if "collect" in table:
+        spec.collect = _collect_table(table["collect"], taken, issues)
 
     if spec.executor and registry.find("executor", spec.executor) is not None:
         comp = registry.find("executor", spec.executor)
@@ -221,6 +231,37 @@ def parse_sweep(table: Any, doc: dict, registry: Registry, file: str = "<string>
     if issues:
         raise ConfigError(issues, file=file)
     return spec
+
+
+def _collect_table(raw: Any, taken: set[str], issues: list[ConfigIssue]) -> dict[str, Any]:
+    """Check ``[sweep.collect]``: by-keys are swept keys, x is one of them, metrics are names."""
+    path = "$.sweep.collect"
+    if not isinstance(raw, dict):
+        issues.append(ConfigIssue(path, f"expected a table (by, metrics, x, log_x, log_y), got {_describe(raw)}"))
+        return {}
+    for key in raw:
+        if key not in COLLECT_KEYS:
+            issues.append(ConfigIssue(f"{path}.{quote_key(key)}", "unknown key" + _close(key, list(COLLECT_KEYS))
+                                      + f"; allowed: {', '.join(COLLECT_KEYS)}"))
+    by = raw.get("by", [])
+    if not isinstance(by, list) or not by or not all(isinstance(k, str) for k in by):
+        issues.append(ConfigIssue(f"{path}.by", "expected a non-empty array of swept keys, e.g. [\"stage.0.lr\"]"))
+        by = []
+    for key in by:
+        if key not in taken:
+            issues.append(ConfigIssue(f"{path}.by", f"{key!r} is not a swept key{_close(key, sorted(taken))}; "
+                                                    f"the swept keys are {', '.join(sorted(taken))}"))
+    metrics = raw.get("metrics", [])
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        issues.append(ConfigIssue(f"{path}.metrics", "expected an array of metric names"))
+    x = raw.get("x")
+    if x is not None and x not in by:
+        issues.append(ConfigIssue(f"{path}.x", f"the plot's x axis must be one of the by keys (got {x!r}); "
+                                               "add it to by"))
+    for key in ("log_x", "log_y"):
+        if key in raw and not isinstance(raw[key], bool):
+            issues.append(ConfigIssue(f"{path}.{key}", f"expected true or false, got {_describe(raw[key])}"))
+    return dict(raw)
 
 
 def _table_list(table: dict, key: str, expected: str, issues: list) -> list:

@@ -45,3 +45,12 @@ def finish_parent(uri: str, run_id: str, statuses: Iterable[str]) -> str:
     status = "FINISHED" if all(s == "FINISHED" for s in statuses) else "FAILED"
     MlflowClient(tracking_uri=uri).set_terminated(run_id, status=status)
     return status
+
+
+def log_parent_files(uri: str, run_id: str, paths: Iterable[str], artifact_path: str = "collect") -> None:
+    """Attach files (the collected table and plot) to the sweep's parent run, finished or not."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path), artifact_path=artifact_path)

@@ -66,7 +66,8 @@ def submit_sweep(plan: SweepPlan, host: Any, *, force: bool = False, tracking_ur
     record = SweepRecord.create_or_open(directory, name=plan.name, file=str(Path(plan.file).resolve()),
                                         executor=plan.spec.executor, workers=workers or plan.spec.workers,
                                         tracking_uri=uri, experiment=str(base_run.get("experiment", "deepscope")),
-                                        keys=plan.spec.keys, metrics=plan.spec.metrics)
+                                        keys=plan.spec.keys, metrics=plan.spec.metrics,
+                                        collect=plan.spec.collect)
     for point in plan.points:
         record.add_point(point.hash, point.index, point.values, dump_toml(point.pipeline.resolved()))
     executor = host.registry.get("executor", plan.spec.executor).build(plan.spec.executor_config)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from deepscope import hookimpl
 
-from .configs import ConfidenceConfig, CurvatureConfig, FullBatchGDConfig, GaussNewtonConfig
+from .configs import CirclesConfig, circles_shape, ConfidenceConfig, CurvatureConfig, FullBatchGDConfig, GaussNewtonConfig, SpectralDensityConfig
 
 
 @hookimpl
@@ -19,6 +19,9 @@ def deepscope_register_probes(register):
                  "Hutchinson trace/Frobenius; Lanczos sharpness")
     register("gauss-newton", "deepscope_goldilocks.probes:GaussNewtonProbe", GaussNewtonConfig,
              doc="Gauss-Newton split H = G + H-term: curvature ratio and spectral norm of each part")
+    register("spectral-density", "deepscope_goldilocks.probes:SpectralDensityProbe", SpectralDensityConfig,
+             doc="eigenvalue density of the full loss Hessian by stochastic Lanczos quadrature: mass above zero, "
+                 "edges, trace, and a density plot")
     register("confidence", "deepscope_goldilocks.probes:ConfidenceProbe", ConfidenceConfig,
              doc="entropy, prior mismatch ||Q - p_bar||, gradient norm, loss, zero logits, logit-gradient alignment")
 
@@ -27,3 +30,9 @@ def deepscope_register_probes(register):
 def deepscope_register_trainers(register):
     register("full-batch-gd", "deepscope_goldilocks.trainer:FullBatchGD", FullBatchGDConfig,
              doc="full-batch gradient descent with lr = base_lr / alpha^(L-2), logging laziness and sharpness")
+
+
+@hookimpl
+def deepscope_register_datasets(register):
+    register("circles", "deepscope_goldilocks.circles:build_circles", CirclesConfig, shape=circles_shape,
+             doc="the official notebook's 2-D, 3-class Circles toy problem (uniform in a disk, labelled by radius)")

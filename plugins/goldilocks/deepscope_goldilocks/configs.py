@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from deepscope import non_negative, param, positive
+from deepscope import DataShape, in_range, non_negative, param, positive
 
 Dtype = Literal["float32", "float64"]
 Hvp = Literal["forward-over-reverse", "double-backprop"]
@@ -18,6 +18,8 @@ class CurvatureConfig:
     subspace_dim: int = param(50, doc="d: dimension of the random subspace of the exact d x d Hessian",
                               validator=positive)
     subspace_seed: int = param(0, doc="seed of the random subspace (keep fixed to compare runs)")
+    n_subspaces: int = param(1, doc="independent random subspaces averaged (>= 2 also logs standard errors)",
+                             validator=positive)
     n_examples: int = param(1000, doc="examples the loss is averaged over (first n of the split)",
                             validator=positive)
     split: Split = param("train", doc="which split the examples come from")
@@ -43,6 +45,8 @@ class CurvatureConfig:
 class GaussNewtonConfig:
     subspace_dim: int = param(50, doc="d: dimension of the random subspace", validator=positive)
     subspace_seed: int = param(0, doc="seed of the random subspace")
+    n_subspaces: int = param(1, doc="independent random subspaces averaged (>= 2 also logs standard errors)",
+                             validator=positive)
     n_examples: int = param(1000, doc="examples the loss is averaged over", validator=positive)
     split: Split = param("train", doc="which split the examples come from")
     batch_size: int = param(500, doc="examples per forward pass (memory only)", validator=positive)
@@ -50,6 +54,25 @@ class GaussNewtonConfig:
     hvp: Hvp = param("forward-over-reverse", doc="Hessian-vector product engine")
     chunk_size: Optional[int] = param(25, doc="vectors per batched pass (lower it to save memory)",
                                       validator=positive)
+
+
+@attrs.define
+class SpectralDensityConfig:
+    n_examples: int = param(1000, doc="examples the loss is averaged over (first n of the split)",
+                            validator=positive)
+    split: Split = param("train", doc="which split the examples come from")
+    batch_size: int = param(500, doc="examples per forward pass (memory only)", validator=positive)
+    dtype: Dtype = param("float32", doc="precision of the Hessian-vector products")
+    hvp: Hvp = param("forward-over-reverse", doc="Hessian-vector product engine")
+    lanczos_steps: int = param(80, doc="Lanczos steps per start vector (PyHessian: 100); exact moments up to "
+                                       "degree 2m - 1", validator=positive)
+    n_vectors: int = param(4, doc="Rademacher start vectors averaged (PyHessian: 1; >= 2 logs standard errors)",
+                           validator=positive)
+    seed: int = param(1, doc="seed of the start vectors")
+    sigma: float = param(0.01, doc="Gaussian smoothing of the plotted density, as a fraction of the spectrum's "
+                                   "width", validator=positive)
+    grid_points: int = param(1000, doc="points of the logged density curve", validator=positive)
+    plot: bool = param(True, doc="log the density plot (log scale) as a PNG")
 
 
 @attrs.define
@@ -78,3 +101,19 @@ class FullBatchGDConfig:
     sharpness_steps: int = param(20, doc="Lanczos steps of the logged sharpness (0: skip)",
                                  validator=non_negative)
     sharpness_examples: int = param(1000, doc="examples of the sharpness estimate", validator=positive)
+
+
+@attrs.define
+class CirclesConfig:
+    """The official notebook's 2-D, 3-class Circles problem (generated, not the file)."""
+
+    n_train: int = param(2400, doc="training points (the official file: 2,400)", validator=positive)
+    n_test: int = param(1200, doc="test points (the official dev file: 1,364)", validator=positive)
+    band: float = param(0.05, doc="width of the band inside each class boundary where both labels occur",
+                        validator=in_range(0.0, 0.2))
+    seed: int = param(0, doc="seed of the points (independent of the run's seed: the data stays fixed)")
+    batch_size: int = param(128, doc="training minibatch size", validator=positive)
+
+
+def circles_shape(config) -> DataShape:
+    return DataShape("circles", 3, (1, 1, 2))

@@ -236,14 +236,21 @@ def lanczos_top(matmul: Callable[[torch.Tensor], torch.Tensor], dim: int, steps:
     Unlike power iteration (PyHessian, hessian-eigenthings), this returns the
     largest algebraic eigenvalue even when a negative one has larger magnitude.
     """
-    steps = min(steps, dim)
     q = torch.randn(dim, generator=generator, dtype=torch.float64)
-    q /= q.norm()
-    basis = [q]
-    alphas, betas = [], []
-    for j in range(steps):
+    return torch.linalg.eigvalsh(lanczos_tridiagonal(matmul, q, min(steps, dim), dtype)).max().item()
+
+
+def lanczos_tridiagonal(matmul: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, steps: int,
+                        dtype: torch.dtype) -> torch.Tensor:
+    """The k x k Lanczos tridiagonal from ``start`` (k <= steps; fewer when the Krylov space closes).
+
+    Full reorthogonalization, twice (Kahan), in float64; the products run in ``dtype``.
+    """
+    q = start.double() / start.double().norm()
+    basis, alphas, betas = [q], [], []
+    for j in range(min(steps, q.numel())):
         w = matmul(basis[-1].to(dtype).unsqueeze(0))[0].double()
-        if w.device != basis[-1].device:  # the start vector is drawn on the CPU (reproducible); follow the model
+        if w.device != basis[-1].device:  # start vectors are drawn on the CPU (reproducible); follow the model
             basis = [b.to(w.device) for b in basis]
         alpha = torch.dot(w, basis[-1])
         alphas.append(alpha)
@@ -259,5 +266,5 @@ def lanczos_top(matmul: Callable[[torch.Tensor], torch.Tensor], dim: int, steps:
     tri = torch.diag(torch.stack(alphas))
     if k > 1:
         off = torch.stack(betas[:k - 1])
-        tri += torch.diag(off, 1) + torch.diag(off, -1)
-    return torch.linalg.eigvalsh(tri).max().item()
+        tri = tri + torch.diag(off, 1) + torch.diag(off, -1)
+    return tri

@@ -224,3 +224,34 @@ def test_probes_and_full_batch_gd_run_on_cuda(goldilocks_host, tmp_mlflow):
     assert result.state.device.type == "cuda"
     assert math.isfinite(result.metrics["probe/curvature/sharpness"])
     assert math.isfinite(result.metrics["train/full-batch-gd/sharpness"])
+
+
+def test_spectral_density_and_several_subspaces_in_a_pipeline(goldilocks_host, tmp_mlflow):
+    result = run_toml(pipeline("", """
+    [[stage]]
+    do = "probe"
+    use = "spectral-density"
+    n_examples = 40
+    lanczos_steps = 12
+    n_vectors = 2
+    [[stage]]
+    do = "probe"
+    use = "curvature"
+    subspace_dim = 4
+    n_subspaces = 3
+    n_examples = 40
+    probes = 0
+    lanczos_steps = 0
+    """), goldilocks_host, tracking_uri=tmp_mlflow)
+    assert result.status == "FINISHED"
+    m = result.metrics
+    s = "probe/spectral-density/"
+    assert 0 <= m[s + "mass_positive"] <= 1 and m[s + "mass_positive_stderr"] >= 0
+    assert m[s + "lambda_min"] <= m[s + "lambda_max"]
+    assert m[s + "mass_positive"] + m[s + "mass_negative"] == pytest.approx(1.0, abs=1e-6)
+    assert m["probe/curvature/positive_curvature_stderr"] >= 0
+    from mlflow.tracking import MlflowClient
+
+    names = {a.path for a in MlflowClient(tmp_mlflow).list_artifacts(result.run_id, "probe/spectral-density")}
+    assert {"probe/spectral-density/spectral_density_epoch0.png",
+            "probe/spectral-density/spectral_density_epoch0.pt"} <= names

@@ -13,6 +13,8 @@ from deepscope import hookimpl
 from . import configs as C
 
 _P = "deepscope_sparsity.pruners"
+RANDOM_WITHIN = {"snip": "Snip", "iterative-snip": "IterativeSnip", "grasp": "Grasp", "synflow": "Synflow",
+                 "magnitude": "Magnitude", "lamp": "Lamp"}
 
 
 @hookimpl
@@ -28,6 +30,9 @@ def deepscope_register_pruners(register):
     register("grasp", f"{_P}:GraspPruner", C.GraspPrunerConfig, doc="GraSP: preserve gradient flow")
     register("synflow", f"{_P}:SynflowPruner", C.SynflowPrunerConfig,
              doc="SynFlow: iterative data-free synaptic-flow pruning (100 iterations)")
+    for name, suffix in RANDOM_WITHIN.items():
+        register(f"random/{name}", f"{_P}:RandomWithin{suffix}", getattr(C, f"RandomWithin{suffix}Config"),
+                 doc=f"random pruning inside the layerwise densities {name} chooses (quota transfer)")
 
 
 @hookimpl

@@ -69,6 +69,36 @@ class SynflowPrunerConfig(PrunerConfig):
     """SynFlow: data-free iterative pruning by synaptic flow, exponential schedule."""
 
     iterations: int = param(100, doc="pruning iterations (Tanaka et al.: 100)", validator=positive)
+    dtype: Literal["float64", "float32"] = param(
+        "float64", doc="precision of the path sums: float32 is faster (the reference's), but its scores "
+                       "overflow on deep or wide nets and near-ties may rank differently")
+
+
+def random_within(source: type) -> type:
+    """The config of ``random/<pruner>``: the source pruner's parameters plus the seed of the random scores.
+
+    Vysogorets & Kempe's ``random/snip``, ``random/synflow``...: the source pruner
+    only decides how many weights each layer keeps; which ones is random.
+    """
+    name = source.__name__.replace("PrunerConfig", "")
+
+    @attrs.define(kw_only=True)
+    class RandomWithinConfig(source):
+        random_seed: Optional[int] = param(None, doc="seed of the random choice inside each layer's quota "
+                                                     "(default: the run's seed)")
+
+    RandomWithinConfig.__name__ = RandomWithinConfig.__qualname__ = f"RandomWithin{name}Config"
+    RandomWithinConfig.__doc__ = (f"Random pruning with the layerwise densities {name} would give "
+                                  f"(random/{name.lower()}).")
+    return RandomWithinConfig
+
+
+RandomWithinSnipConfig = random_within(SnipPrunerConfig)
+RandomWithinIterativeSnipConfig = random_within(IterativeSnipPrunerConfig)
+RandomWithinGraspConfig = random_within(GraspPrunerConfig)
+RandomWithinSynflowConfig = random_within(SynflowPrunerConfig)
+RandomWithinMagnitudeConfig = random_within(MagnitudePrunerConfig)
+RandomWithinLampConfig = random_within(LampPrunerConfig)
 
 
 @attrs.define

@@ -2,7 +2,9 @@
 
 A copy of any model built from standard torch layers in which every
 activation, normalization and dropout is the identity, max-pooling is
-average-pooling and biases are zero. With non-negative weights and an
+average-pooling and biases are zero; functional calls inside ``forward``
+(``F.relu``, ``F.max_pool2d``, softmax) too, where the model traces with
+torch.fx (``functional.py``). With non-negative weights and an
 all-ones input, every intermediate value is a sum of non-negative path
 products, so nothing cancels: a weight gets a non-zero gradient-times-weight
 score exactly when it lies on an input-to-output path.
@@ -19,6 +21,8 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
 import deepscope
+
+from .functional import linearize_functional
 
 _ACTIVATIONS = tuple(
     cls for cls in vars(_activation).values()
@@ -67,13 +71,15 @@ class _Binarize(torch.autograd.Function):
 
 
 class LinearizedNetwork:
-    """A linearized float64 copy of a model whose prunable weights can be overwritten and scored."""
+    """A linearized copy of a model (float64 unless asked) whose prunable weights can be overwritten and scored."""
 
-    def __init__(self, model: nn.Module, input_shape, names=None):
+    def __init__(self, model: nn.Module, input_shape, names=None, dtype: torch.dtype = torch.float64):
         net = copy.deepcopy(model)
         _replace_modules(net)
+        net = linearize_functional(net, model_label(model))
         net.eval()
-        self.net = net.double()
+        self.net = net.to(dtype)
+        self.dtype = dtype
         self.input_shape = tuple(input_shape)
         prunable = deepscope.prunable_parameters(net)
         self.names = list(names) if names is not None else list(prunable)
@@ -117,10 +123,10 @@ class LinearizedNetwork:
         with torch.no_grad():
             for name, p in self.params.items():
                 w = weights.get(name)
-                p.copy_(torch.ones_like(p) if w is None else w.to(p.device, torch.float64))
+                p.copy_(torch.ones_like(p) if w is None else w.to(p.device, self.dtype))
         self.binarize = binarize
         try:
-            x = torch.ones((1, *self.input_shape), dtype=torch.float64, device=self.device)
+            x = torch.ones((1, *self.input_shape), dtype=self.dtype, device=self.device)
             out = self.net(x)
             if isinstance(out, (tuple, list)):
                 out = out[0]
@@ -129,6 +135,12 @@ class LinearizedNetwork:
             self.binarize = False
         return {name: torch.zeros_like(p) if g is None else g
                 for (name, p), g in zip(self.params.items(), grads)}
+
+
+def model_label(model: nn.Module) -> str:
+    """The class a user wrote (the body inside deepscope's Network wrapper)."""
+    body = getattr(model, "body", None)
+    return type(body if isinstance(body, nn.Module) else model).__name__
 
 
 def _replace_modules(root: nn.Module) -> None:

@@ -56,9 +56,8 @@ def kth_largest_mask(flat: torch.Tensor, k: int) -> torch.Tensor:
     n = flat.numel()
     if k <= 0 or n == 0:
         return torch.zeros(n, dtype=torch.bool, device=flat.device)
-    finite = torch.isfinite(flat)
     if k >= n:
-        return finite
+        return torch.isfinite(flat)
     if flat.device.type == "cpu":
         threshold = float(np.partition(flat.numpy(), n - k)[n - k])
     else:
@@ -86,27 +85,41 @@ def iterative_ranking(score_fn: Callable[[Masks], Masks], alive: Masks, density:
     that step's pruned batch; survivors get 2(T+1) + normalized final score.
     Keeping the top keys at any density >= ``density`` therefore replays the
     pruning order, so the effective-sparsity search needs no re-run.
+
+    The bookkeeping runs on one flat vector of every layer and only over the
+    weights still alive (their flat indices, ascending, so ties still go to the
+    lower index): each step costs a selection among the survivors, not a pass
+    over every layer's full tensor.
     """
-    total = sum(m.numel() for m in alive.values())
-    mask = {n: m.clone() for n, m in alive.items()}
-    keys = {n: torch.full(m.shape, -torch.inf, dtype=torch.float64, device=m.device) for n, m in alive.items()}
-    scores = None
+    names = list(alive)
+    shapes = [alive[n].shape for n in names]
+    sizes = [alive[n].numel() for n in names]
+    total = sum(sizes)
+    flat_alive = torch.cat([alive[n].reshape(-1) for n in names])
+    device = flat_alive.device
+    index = torch.nonzero(flat_alive).flatten()
+    keys = torch.full((total,), -torch.inf, dtype=torch.float64, device=device)
+    mask = flat_alive.clone()
+
+    def as_masks(flat: torch.Tensor) -> Masks:
+        return {n: part.view(shape) for n, part, shape in zip(names, flat.split(sizes), shapes)}
+
+    def alive_scores() -> torch.Tensor:
+        scores = score_fn(as_masks(mask))
+        return torch.cat([scores[n].reshape(-1) for n in names])[index].to(torch.float64)
+
     for t in progress(range(1, iterations + 1)):
-        scores = restrict(score_fn(mask), mask)
-        new = global_top(scores, kept_total(density ** (t / iterations), total))
-        removed = {n: mask[n] & ~new[n] for n in mask}
-        _assign_keys(keys, scores, removed, 2.0 * t)
-        mask = new
-    scores = restrict(score_fn(mask), mask)
-    _assign_keys(keys, scores, mask, 2.0 * (iterations + 1))
-    return keys
+        values = alive_scores()
+        keep = kth_largest_mask(values, kept_total(density ** (t / iterations), total))
+        _assign_flat_keys(keys, index[~keep], values[~keep], 2.0 * t)
+        mask[index[~keep]] = False
+        index = index[keep]
+    _assign_flat_keys(keys, index, alive_scores(), 2.0 * (iterations + 1))
+    return as_masks(keys)
 
 
-def _assign_keys(keys: Masks, scores: Masks, chosen: Masks, base: float) -> None:
-    values = torch.cat([scores[n][chosen[n]] for n in scores])
+def _assign_flat_keys(keys: torch.Tensor, index: torch.Tensor, values: torch.Tensor, base: float) -> None:
     if values.numel() == 0:
         return
     lo, hi = values.min(), values.max()
-    for n in scores:
-        sel = chosen[n]
-        keys[n][sel] = base + (scores[n][sel] - lo) / (hi - lo + 1e-10)
+    keys[index] = base + (values - lo) / (hi - lo + 1e-10)

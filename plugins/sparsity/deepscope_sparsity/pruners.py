@@ -101,9 +101,47 @@ class _IterativePruner(_Pruner):
 
 class SynflowPruner(_IterativePruner):
     def scorer(self, state):
-        return S.SynFlowScorer(state)
+        dtype = torch.float32 if self.config.dtype == "float32" else torch.float64
+        return S.SynFlowScorer(state, dtype)
 
 
 class IterativeSnipPruner(_IterativePruner):
     def scorer(self, state):
         return S.SnipAtMask(state, self.config.batch_size, self.seed(state))
+
+
+class _RandomWithin(_Pruner):
+    """``random/<pruner>``: each layer keeps as many weights as the source pruner would, chosen at random.
+
+    The source's ranking is cached as usual, so the effective-target search
+    scores the network once; the random scores are drawn once per seed, so the
+    masks of one layer are nested as its quota grows.
+    """
+
+    source_cls: type = _Pruner
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.source = self.source_cls(config)
+
+    def prune(self, state, ctx, density):
+        alive = alive_masks(state)
+        source = self.source.select(self.source.ranking(state, ctx, density), alive, density)
+        seed = state.seed if self.config.random_seed is None else self.config.random_seed
+        scores = restrict(S.random_scores(state, seed), alive)
+        masks = layer_top(scores, [int(source[n].sum()) for n in scores])
+        if getattr(self.config, "rewind", False):
+            state.rewind()
+        return masks
+
+
+def random_within(source_cls: type) -> type:
+    return type(f"RandomWithin{source_cls.__name__}", (_RandomWithin,), {"source_cls": source_cls})
+
+
+RandomWithinSnip = random_within(SnipPruner)
+RandomWithinIterativeSnip = random_within(IterativeSnipPruner)
+RandomWithinGrasp = random_within(GraspPruner)
+RandomWithinSynflow = random_within(SynflowPruner)
+RandomWithinMagnitude = random_within(MagnitudePruner)
+RandomWithinLamp = random_within(LampPruner)

@@ -99,12 +99,12 @@ def grasp_scores(state, samples: int, batch_size: int, seed: int, temperature: f
 
 
 class SynFlowScorer:
-    """Synaptic saliency |w| * dR/d|w| of the linearized network (float64, no 0/1 resets,
-    so scores of residual branches keep their true ratios)."""
+    """Synaptic saliency |w| * dR/d|w| of the linearized network (float64 unless asked, no 0/1
+    resets, so scores of residual branches keep their true ratios)."""
 
-    def __init__(self, state):
-        self.linear = LinearizedNetwork(state.model, state.info.input_shape, list(state.prunable()))
-        self.weights = {n: p.detach().abs().to(self.linear.device, torch.float64)
+    def __init__(self, state, dtype: torch.dtype = torch.float64):
+        self.linear = LinearizedNetwork(state.model, state.info.input_shape, list(state.prunable()), dtype=dtype)
+        self.weights = {n: p.detach().abs().to(self.linear.device, dtype)
                         for n, p in state.prunable().items()}
 
     def __call__(self, mask: Masks) -> Masks:

@@ -76,7 +76,9 @@ def pipeline(stages: str) -> str:
 
 def test_every_component_is_registered():
     registry = host().registry
-    assert registry.names("pruner") == ["grasp", "iterative-snip", "lamp", "magnitude", "random", "snip", "synflow"]
+    assert registry.names("pruner") == ["grasp", "iterative-snip", "lamp", "magnitude", "random", "random/grasp",
+                                        "random/iterative-snip", "random/lamp", "random/magnitude", "random/snip",
+                                        "random/synflow", "snip", "synflow"]
     assert "effective" in registry.names("prune-target")
     assert registry.names("probe") == ["effective-sparsity"]
 
@@ -107,6 +109,32 @@ def test_effective_target_and_probe_in_a_pipeline(tmp_mlflow):
 
     artifacts = [a.path for a in MlflowClient(tmp_mlflow).list_artifacts(result.run_id, key)]
     assert f"{key}/effective_sparsity.png" in artifacts
+
+
+def test_random_snip_keeps_snips_layer_densities_in_a_pipeline(tmp_mlflow):
+    def run(use, target="direct"):
+        return run_toml(pipeline(f"""
+        [[stage]]
+        do = "prune"
+        use = "{use}"
+        compression = 20
+        samples = 64
+        batch_size = 32
+        target = "{target}"
+        [[stage]]
+        do = "probe"
+        use = "effective-sparsity"
+        plot = false
+        """), host(), tracking_uri=tmp_mlflow)
+
+    snip, within = run("snip"), run("random/snip")
+    key = "probe/effective-sparsity/direct_sparsity"
+    names = ["body.1.weight", "body.3.weight", "body.5.weight"]
+    assert [within.metrics[f"{key}/{n}"] for n in names] == [snip.metrics[f"{key}/{n}"] for n in names]
+    assert len({snip.metrics[f"{key}/{n}"] for n in names}) == 3  # SNIP's quotas are not uniform here
+    effective = run("random/snip", "effective")
+    assert effective.status == "FINISHED"
+    assert 15 < effective.metrics["probe/effective-sparsity/effective_compression"] <= 20 + 1e-9
 
 
 def test_disconnected_network_logs_infinite_compression(tmp_mlflow):

@@ -209,3 +209,15 @@ def test_linear_time_selection_matches_a_stable_sort():
         want &= torch.isfinite(values)
         got = global_top({"a": values[: n // 2], "b": values[n // 2:]}, k)
         assert torch.equal(torch.cat([got["a"], got["b"]]), want), trial
+
+
+def test_float32_synflow_scoring_gives_the_float64_masks_up_to_rounding_ties():
+    state = lenet_like(3)
+    masks = {dtype: P.SynflowPruner(SynflowPrunerConfig(compression=20, iterations=20, dtype=dtype))
+             .prune(state, None, 0.05) for dtype in ("float64", "float32")}
+    kept_64 = kept(masks["float64"])
+    assert kept(masks["float32"]) == kept_64
+    differ = sum(int((masks["float64"][n] ^ masks["float32"][n]).sum()) for n in masks["float64"])
+    assert differ <= 0.02 * kept_64
+    scorer = S.SynFlowScorer(state, torch.float32)
+    assert all(p.dtype == torch.float32 for p in scorer.linear.params.values())

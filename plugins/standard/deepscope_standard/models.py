@@ -10,6 +10,7 @@ variant (homogeneous nets, scaled init, tempered logits) works everywhere.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -28,19 +29,28 @@ VGG_LAYOUTS = {
 
 
 class ClassifierNet(nn.Module):
-    """``classifier(trunk(x).flatten(1)) / temperature``; ``features`` is the classifier's input."""
+    """``head_norm(classifier(trunk(x).flatten(1))) / temperature``; ``features`` is the classifier's input.
 
-    def __init__(self, trunk: nn.Module, classifier: nn.Linear, temperature: float = 1.0):
+    ``head_norm`` (default none) is a BatchNorm on the logits, as in the official
+    effective-sparsity LeNets.
+    """
+
+    def __init__(self, trunk: nn.Module, classifier: nn.Linear, temperature: float = 1.0,
+                 head_norm: nn.Module | None = None):
         super().__init__()
         self.trunk = trunk
         self.classifier = classifier
         self.temperature = float(temperature)
+        if head_norm is not None:
+            self.head_norm = head_norm
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(x).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.classifier(self.features(x))
+        if "head_norm" in self._modules:
+            logits = self.head_norm(logits)
         return logits if self.temperature == 1.0 else logits / self.temperature
 
 
@@ -65,6 +75,23 @@ def pool2d(kind: str) -> nn.Module:
     return nn.AvgPool2d(2) if kind == "avg" else nn.MaxPool2d(2)
 
 
+def variance_scaling_(weight: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+    """Keras VarianceScaling(scale, mode="fan_avg", distribution="normal"), which TF2 draws truncated.
+
+    A normal truncated at two standard deviations, its stddev divided by
+    0.8796... (the truncated normal's own stddev ratio) so that the weights'
+    variance is exactly scale / ((fan_in + fan_out) / 2).
+    """
+    receptive = weight[0, 0].numel() if weight.dim() > 2 else 1
+    fan_in, fan_out = weight.shape[1] * receptive, weight.shape[0] * receptive
+    std = math.sqrt(scale / ((fan_in + fan_out) / 2)) / TRUNCATED_STD_RATIO
+    return nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
+
+
+#: stddev of a standard normal truncated to [-2, 2]
+TRUNCATED_STD_RATIO = 0.87962566103423978
+
+
 @torch.no_grad()
 def finish(model: ClassifierNet, config) -> ClassifierNet:
     """Apply the shared options: ``init`` scheme, then multiply conv/linear parameters by ``init_scale``."""
@@ -75,6 +102,8 @@ def finish(model: ClassifierNet, config) -> ClassifierNet:
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
         elif config.init == "xavier-normal":
             nn.init.xavier_normal_(module.weight)
+        elif config.init == "variance-scaling":
+            variance_scaling_(module.weight)
         if config.init != "default" and module.bias is not None:
             module.bias.zero_()
         if config.init_scale != 1.0:
@@ -87,13 +116,22 @@ def finish(model: ClassifierNet, config) -> ClassifierNet:
 # --------------------------------------------------------------------------- fully connected
 
 
-def mlp(info: DatasetInfo, widths: Sequence[int], act: str, bias: bool) -> tuple[nn.Module, nn.Linear]:
+def mlp(info: DatasetInfo, widths: Sequence[int], act: str, bias: bool,
+        norm: str = "none") -> tuple[nn.Module, nn.Linear]:
     layers: list[nn.Module] = [nn.Flatten()]
     width = info.num_inputs
     for out in widths:
-        layers += [nn.Linear(width, out, bias=bias), activation(act)]
+        layers += [nn.Linear(width, out, bias=bias), *norm1d(norm, out), activation(act)]
         width = out
     return nn.Sequential(*layers), nn.Linear(width, info.num_classes, bias=bias)
+
+
+def norm1d(kind: str, features: int) -> list[nn.Module]:
+    return [nn.BatchNorm1d(features)] if kind == "batch" else []
+
+
+def head_norm(kind: str, classes: int) -> nn.Module | None:
+    return nn.BatchNorm1d(classes) if kind == "batch" else None
 
 
 def build_mlp(config, info: DatasetInfo) -> ClassifierNet:
@@ -102,8 +140,9 @@ def build_mlp(config, info: DatasetInfo) -> ClassifierNet:
 
 
 def build_lenet_300_100(config, info: DatasetInfo) -> ClassifierNet:
-    trunk, classifier = mlp(info, (300, 100), config.activation, config.bias)
-    return finish(ClassifierNet(trunk, classifier, config.temperature), config)
+    trunk, classifier = mlp(info, (300, 100), config.activation, config.bias, config.norm)
+    return finish(ClassifierNet(trunk, classifier, config.temperature, head_norm(config.norm, info.num_classes)),
+                  config)
 
 
 # --------------------------------------------------------------------------- convolutional
@@ -114,16 +153,17 @@ def build_lenet_5(config, info: DatasetInfo) -> ClassifierNet:
     config.check(info)
     c = info.channels
     h, w = lenet5_feature_size(*info.input_shape[1:])
-    act = config.activation
+    act, norm = config.activation, config.norm
+    bn2d = (lambda n: [nn.BatchNorm2d(n)]) if norm == "batch" else (lambda n: [])
     trunk = nn.Sequential(
-        nn.Conv2d(c, 6, 5, bias=config.bias), activation(act), pool2d(config.pool),
-        nn.Conv2d(6, 16, 5, bias=config.bias), activation(act), pool2d(config.pool),
+        nn.Conv2d(c, 6, 5, bias=config.bias), *bn2d(6), activation(act), pool2d(config.pool),
+        nn.Conv2d(6, 16, 5, bias=config.bias), *bn2d(16), activation(act), pool2d(config.pool),
         nn.Flatten(),
-        nn.Linear(16 * h * w, 120, bias=config.bias), activation(act),
-        nn.Linear(120, 84, bias=config.bias), activation(act),
+        nn.Linear(16 * h * w, 120, bias=config.bias), *norm1d(norm, 120), activation(act),
+        nn.Linear(120, 84, bias=config.bias), *norm1d(norm, 84), activation(act),
     )
-    return finish(ClassifierNet(trunk, nn.Linear(84, info.num_classes, bias=config.bias), config.temperature),
-                  config)
+    return finish(ClassifierNet(trunk, nn.Linear(84, info.num_classes, bias=config.bias), config.temperature,
+                                head_norm(norm, info.num_classes)), config)
 
 
 def build_convnet(config, info: DatasetInfo) -> ClassifierNet:

@@ -27,8 +27,10 @@ def _positive_widths(instance, attribute, value):
 class ModelConfig:
     """Options every standard model accepts."""
 
-    init: Literal["default", "kaiming-normal", "xavier-normal"] = param(
-        "default", doc="weight init of conv/linear layers ('default' = PyTorch's; the others zero the biases)")
+    init: Literal["default", "kaiming-normal", "xavier-normal", "variance-scaling"] = param(
+        "default", doc="weight init of conv/linear layers ('default' = PyTorch's; the others zero the biases; "
+                       "'variance-scaling' = Keras VarianceScaling(2, fan_avg, truncated normal), the official "
+                       "effective-sparsity code's)")
     init_scale: float = param(1.0, doc="multiply every conv/linear weight and bias by this after init (alpha)",
                               validator=positive)
     bias: bool = param(True, doc="biases in conv/linear layers (false: bias-free, homogeneous with ReLU)")
@@ -48,6 +50,8 @@ class LeNet300Config(ModelConfig):
     """LeNet-300-100: MLP with hidden widths 300 and 100."""
 
     activation: Activation = param("relu", doc="hidden activation ('linear' = none)")
+    norm: Literal["none", "batch"] = param("none", doc="'batch': BatchNorm after every linear layer, the "
+                                                       "classifier too (the official effective-sparsity LeNet)")
 
 
 def lenet5_feature_size(h: int, w: int) -> tuple[int, int]:
@@ -78,6 +82,8 @@ class LeNet5Config(ModelConfig):
 
     activation: Activation = param("relu", doc="hidden activation ('linear' = none)")
     pool: Literal["avg", "max"] = param("avg", doc="2x2 pooling after each conv")
+    norm: Literal["none", "batch"] = param("none", doc="'batch': BatchNorm after every conv and linear layer, "
+                                                       "the classifier too (the official effective-sparsity LeNet)")
 
     def check(self, shape) -> None:
         too_small(min(lenet5_feature_size(*shape.input_shape[1:])), f"lenet-5 ({shape.height}x{shape.width} inputs)")

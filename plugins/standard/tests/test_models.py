@@ -309,3 +309,53 @@ def test_validate_checks_models_against_the_dataset_shape_without_loading_it(reg
     with pytest.raises(ConfigError) as err:  # cifar10 is not on this machine: nothing was loaded
         parse_pipeline(f'[run]\nname = "v"\nseed = 0\n{tables}', registry, file="p.toml")
     assert str(err.value).startswith(f"p.toml: {expected}")
+
+
+# --------------------------------------------------------------------------- exact-reproduction switches
+
+
+def test_variance_scaling_init_has_the_keras_fan_avg_variance_and_truncation():
+    """Var = 2 / ((fan_in + fan_out) / 2) exactly in expectation; no weight beyond 2 raw stddevs."""
+    model = build("lenet-5", GRAY, init="variance-scaling")
+    for layer in layers(model):
+        w = layer.weight
+        receptive = w[0, 0].numel() if w.dim() > 2 else 1
+        fan_in, fan_out = w.shape[1] * receptive, w.shape[0] * receptive
+        target = math.sqrt(4 / (fan_in + fan_out))
+        n = w.numel()
+        # the sample variance's relative standard error is about sqrt(2 / n) (a bit less when truncated)
+        assert w.var().item() == pytest.approx(target ** 2, rel=5 * math.sqrt(2 / n)), layer
+        assert w.abs().max().item() <= 2 * target / M.TRUNCATED_STD_RATIO + 1e-7
+        assert torch.count_nonzero(layer.bias) == 0
+    first = build("lenet-300-100", GRAY, init="variance-scaling").trunk[1].weight
+    raw = math.sqrt(4 / (784 + 300)) / M.TRUNCATED_STD_RATIO
+    tail = (first.abs() > raw).double().mean().item()  # P(|z| > 1 | |z| < 2) for a standard normal
+    expected = (math.erf(2 / math.sqrt(2)) - math.erf(1 / math.sqrt(2))) / math.erf(2 / math.sqrt(2))
+    assert tail == pytest.approx(expected, abs=5 * math.sqrt(expected * (1 - expected) / first.numel()))
+
+
+@pytest.mark.parametrize("name, info, norms", [("lenet-300-100", GRAY, 3), ("lenet-5", GRAY, 5),
+                                               ("lenet-5", RGB, 5)])
+def test_batch_norm_after_every_layer_the_classifier_included(name, info, norms):
+    model = build(name, info, norm="batch")
+    bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    assert len(bns) == norms
+    order = [m for m in model.trunk if not isinstance(m, (nn.Flatten, nn.AvgPool2d, nn.MaxPool2d))]
+    for i, m in enumerate(order):  # every weighted layer of the trunk is followed by its norm, then the ReLU
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            assert isinstance(order[i + 1], (nn.BatchNorm1d, nn.BatchNorm2d)) and isinstance(order[i + 2], nn.ReLU)
+            assert order[i + 1].num_features == m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+    model.train()
+    logits = model(torch.rand(64, *info.input_shape))
+    assert logits.mean(0).abs().max().item() < 1e-5  # a BatchNorm on the logits: zero mean per class
+    assert logits.var(0, unbiased=False).sub(1).abs().max().item() < 1e-3
+    assert isinstance(Network(model, info.mean, info.std).classifier, nn.Linear)
+
+
+def test_the_defaults_are_unchanged_by_the_switches():
+    for name in ("lenet-300-100", "lenet-5"):
+        plain, explicit = build(name, GRAY), build(name, GRAY, norm="none", init="default")
+        assert list(plain.state_dict()) == list(explicit.state_dict())
+        assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), explicit.state_dict().values()))
+        assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in plain.modules())
+        assert "head_norm" not in dict(plain.named_modules())
