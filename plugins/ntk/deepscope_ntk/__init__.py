@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from deepscope import hookimpl
 
-from .configs import EmpiricalNTKProbeConfig, KernelFitConfig, KernelRegressionConfig, NTKMLPConfig
+from .configs import (EmpiricalNTKProbeConfig, KernelFitConfig, KernelRegressionConfig, KIPConfig, LabelSolveConfig,
+                      NTKMLPConfig)
 
 
 @hookimpl
@@ -33,3 +34,12 @@ def deepscope_register_probes(register):
     register("empirical-ntk", "deepscope_ntk.probes:EmpiricalNTKProbe", EmpiricalNTKProbeConfig,
              doc="empirical NTK of the run's model on a fixed batch: trace, condition number, top eigenvalues, "
                  "alignment y^T K y / (||K||_F ||y||^2)")
+
+
+@hookimpl
+def deepscope_register_distillers(register):
+    register("kip", "deepscope_ntk.kip:KIP", KIPConfig,
+             doc="Kernel Inducing Points: Adam on a class-balanced real-initialized support (optionally its labels) "
+                 "so that its KRR fits real target batches; float64; a checkpointed step loop")
+    register("label-solve", "deepscope_ntk.kip:LabelSolve", LabelSolveConfig,
+             doc="the closed-form (least-squares) labels of a fixed support under KIP's loss")

@@ -7,7 +7,8 @@ from typing import Literal, Optional
 
 import attrs
 
-from deepscope import ModelConfig, ProbeConfig, TrainerConfig, component_param, non_negative, param, positive
+from deepscope import (AttackConfig, DistillerConfig, ModelConfig, ProbeConfig, TrainerConfig, component_param,
+                       non_negative, param, positive)
 
 
 @attrs.define(kw_only=True)
@@ -70,3 +71,45 @@ class EmpiricalNTKProbeConfig(ProbeConfig):
     chunk_size: int = param(64, doc="examples per block (memory only)", validator=positive)
     float64: bool = param(True, doc="compute the kernel on a float64 copy of the parameters")
     top_k: int = param(5, doc="leading eigenvalues to log as eig_0 .. eig_{k-1}", validator=positive)
+
+
+KRR_FOR_KIP = {"use": "kernel-regression", "kernel": "analytic-ntk", "reg": 1e-6, "targets": "centered"}
+
+
+@attrs.define(kw_only=True)
+class KIPConfig(DistillerConfig):
+    """Kernel Inducing Points (Nguyen, Chen & Lee 2021): Adam on a support set so that its KRR fits real batches."""
+
+    krr: object = component_param("model", default=KRR_FOR_KIP,
+                                  doc="the kernel-regression whose kernel, reg and targets KIP uses (default: "
+                                      "analytic FC-1 NTK, reg 1e-6, centred one-hot, as the KIP notebook)")
+    ipc: int = param(10, doc="support images per class, initialized from class-balanced random real images",
+                     validator=positive)
+    steps: int = param(100, doc="Adam steps", validator=positive)
+    lr: float = param(0.04, doc="Adam learning rate (the notebook's 4e-2)", validator=positive)
+    learn_labels: bool = param(False, doc="also learn the support labels (returned as regression labels)")
+    target_batch: int = param(5000, doc="real target images per step, class-balanced, drawn anew every step "
+                              "(capped by the training split)", validator=positive)
+    clamp: bool = param(False, doc="clamp the support images to [0, 1] after every step (the notebook does not)")
+    eval_every: int = param(0, doc="every N steps, log the support's KRR test accuracy on test_n images (0: at "
+                            "the end only)", validator=non_negative)
+    test_n: Optional[int] = param(1000, doc="test images for the logged test accuracy (none: all)",
+                                  validator=positive)
+    seed: Optional[int] = param(None, doc="seed of the initial draw and the target batches (default: run "
+                                "seed + 4000)")
+
+
+@attrs.define(kw_only=True)
+class LabelSolveConfig(DistillerConfig):
+    """Label Solve: the labels that minimize KIP's loss for a fixed support, in closed form (least squares)."""
+
+    krr: object = component_param("model", default=KRR_FOR_KIP,
+                                  doc="the kernel-regression whose kernel, reg and targets define the loss")
+    support: str = param("random-real", doc="'random-real' (ipc class-balanced random training images) or a "
+                         "distilled set, \"synthetic\" or \"synthetic/<stage name>\"")
+    ipc: int = param(10, doc="random-real support: images per class", validator=positive)
+    target_n: Optional[int] = param(None, doc="real target images, class-balanced (none: the whole split)",
+                                    validator=positive)
+    test_n: Optional[int] = param(1000, doc="test images for the logged test accuracy (none: all)",
+                                  validator=positive)
+    seed: Optional[int] = param(None, doc="seed of the random-real support (default: run seed + 4000)")
