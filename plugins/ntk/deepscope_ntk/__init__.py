@@ -11,7 +11,7 @@ from __future__ import annotations
 from deepscope import hookimpl
 
 from .configs import (EmpiricalNTKProbeConfig, KernelFitConfig, KernelRegressionConfig, KIPConfig, LabelSolveConfig,
-                      NTKMLPConfig)
+                      NTKMLPConfig, NTKTransferConfig)
 
 
 @hookimpl
@@ -43,3 +43,10 @@ def deepscope_register_distillers(register):
                  "so that its KRR fits real target batches; float64; a checkpointed step loop")
     register("label-solve", "deepscope_ntk.kip:LabelSolve", LabelSolveConfig,
              doc="the closed-form (least-squares) labels of a fixed support under KIP's loss")
+
+
+@hookimpl
+def deepscope_register_attacks(register):
+    register("ntk-transfer", "deepscope_ntk.transfer:NTKTransfer", NTKTransferConfig,
+             doc="training-free attack: FGSM/PGD crafted against a kernel-regression surrogate fitted in setup, "
+                 "evaluated on the run's network (Tsilivis & Kempe 2022)")

@@ -113,3 +113,18 @@ class LabelSolveConfig(DistillerConfig):
     test_n: Optional[int] = param(1000, doc="test images for the logged test accuracy (none: all)",
                                   validator=positive)
     seed: Optional[int] = param(None, doc="seed of the random-real support (default: run seed + 4000)")
+
+
+@attrs.define(kw_only=True)
+class NTKTransferConfig(AttackConfig):
+    """Training-free adversarial examples: crafted against a kernel predictor, evaluated on the run's network."""
+
+    surrogate: object = component_param("model", default={"use": "kernel-regression", "kernel": "analytic-ntk"},
+                                        doc="the kernel-regression fitted in setup and attacked (any kernel, reg, "
+                                            "targets)")
+    n: Optional[int] = param(1000, doc="surrogate support: the first n // classes training images of each class "
+                             "(none: the whole split)", validator=positive)
+    attack: object = component_param("attack", default={"use": "pgd", "eps": 8 / 255, "steps": 10,
+                                                        "step_size": 0.01, "random_start": False},
+                                     doc="the attack run against the surrogate (its n_examples and batch_size are "
+                                         "this stage's)")
