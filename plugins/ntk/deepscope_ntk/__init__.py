@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from deepscope import hookimpl
 
-from .configs import (EmpiricalNTKProbeConfig, KernelFitConfig, KernelRegressionConfig, KIPConfig, LabelSolveConfig,
+from .configs import (EigenfeaturesConfig, EmpiricalNTKProbeConfig, KernelFitConfig, KernelRegressionConfig, KIPConfig, LabelSolveConfig,
                       NTKMLPConfig, NTKTransferConfig)
 
 
@@ -34,6 +34,9 @@ def deepscope_register_probes(register):
     register("empirical-ntk", "deepscope_ntk.probes:EmpiricalNTKProbe", EmpiricalNTKProbeConfig,
              doc="empirical NTK of the run's model on a fixed batch: trace, condition number, top eigenvalues, "
                  "alignment y^T K y / (||K||_F ||y||^2)")
+    register("ntk-eigenfeatures", "deepscope_ntk.eigenfeatures:EigenfeaturesProbe", EigenfeaturesConfig,
+             doc="the fitted kernel predictor split along the training kernel's eigenvectors: per feature, clean "
+                 "and attacked accuracy; table, gradient images, top/bottom robust accuracy, Spearman(index, robust)")
 
 
 @hookimpl

@@ -128,3 +128,27 @@ class NTKTransferConfig(AttackConfig):
                                                         "step_size": 0.01, "random_start": False},
                                      doc="the attack run against the surrogate (its n_examples and batch_size are "
                                          "this stage's)")
+
+
+def _indices(instance, attribute, value):
+    if not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
+        raise ValueError(f"'{attribute.name}' must be a non-empty list of eigen-indices >= 0 (0: the largest "
+                         f"eigenvalue): {list(value)!r}")
+
+
+@attrs.define(kw_only=True)
+class EigenfeaturesConfig(ProbeConfig):
+    """The kernel predictor split along the training kernel's eigenvectors: per feature, usefulness and robustness."""
+
+    indices: list[int] = param(factory=lambda: [0, 1, 2, 3, 4, 5, 10, 25], validator=_indices,
+                               doc="eigen-indices to measure, 0 = the largest eigenvalue (the notebook's list "
+                                   "ends at n - 1)")
+    attack: object = component_param("attack", default={"use": "fgsm", "eps": 8 / 255},
+                                     doc="the attack run against each feature separately (robustness)")
+    n_test: Optional[int] = param(100, doc="test images the features are measured on (none: all)",
+                                  validator=positive)
+    summary_k: int = param(3, doc="robust_acc_top{k} / _bottom{k}: the mean over the k smallest / largest "
+                           "requested indices", validator=positive)
+    gradient_images: int = param(4, doc="features whose input gradient on the first test image is plotted "
+                                 "(tracked runs; 0: none)", validator=non_negative)
+    batch_size: int = param(250, doc="test images per pass (memory only)", validator=positive)
