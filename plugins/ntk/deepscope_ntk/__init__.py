@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from deepscope import hookimpl
 
-from .configs import (EigenfeaturesConfig, EmpiricalNTKProbeConfig, KernelFitConfig, KernelRegressionConfig, KIPConfig, LabelSolveConfig,
-                      NTKMLPConfig, NTKTransferConfig)
+from .configs import (EigenfeaturesConfig, EmpiricalNTKProbeConfig, GDMSEConfig, KernelFitConfig, KernelRegressionConfig, KIPConfig, LabelSolveConfig,
+                      LinearizedConfig, NTKDynamicsConfig, NTKLazyConfig, NTKMLPConfig, NTKTransferConfig)
 
 
 @hookimpl
@@ -21,12 +21,17 @@ def deepscope_register_models(register):
     register("kernel-regression", "deepscope_ntk.krr:make_kernel_regression", KernelRegressionConfig,
              doc="kernel ridge regression K(x,X)(K+lambda I)^-1 Y on an analytic or empirical NTK/NNGP; "
                  "support in extra state; logits for the stock attacks")
+    register("linearized", "deepscope_ntk.dynamics:make_linearized", LinearizedConfig,
+             doc="a network's first-order Taylor expansion at initialization (jvp): its NTK never changes")
 
 
 @hookimpl
 def deepscope_register_trainers(register):
     register("kernel-fit", "deepscope_ntk.krr:KernelFit", KernelFitConfig,
              doc="fit kernel-regression on the stage's training data (class-balanced n; data = \"synthetic\" works)")
+    register("gd-mse", "deepscope_ntk.dynamics:GDMSE", GDMSEConfig,
+             doc="full-batch gradient descent on MSE (one step per epoch, checkpointed); with [model] use = "
+                 "\"linearized\" the lazy-regime network")
 
 
 @hookimpl
@@ -34,6 +39,11 @@ def deepscope_register_probes(register):
     register("empirical-ntk", "deepscope_ntk.probes:EmpiricalNTKProbe", EmpiricalNTKProbeConfig,
              doc="empirical NTK of the run's model on a fixed batch: trace, condition number, top eigenvalues, "
                  "alignment y^T K y / (||K||_F ||y||^2)")
+    register("ntk-dynamics", "deepscope_ntk.dynamics:NTKDynamics", NTKDynamicsConfig,
+             doc="during gd-mse: training-set outputs against f_t = f_0 + (I - (I - eta Theta/n)^t)(Y - f_0) from the "
+                 "initial NTK (and the gradient-flow exp form)")
+    register("ntk-lazy", "deepscope_ntk.lazy:NTKLazy", NTKLazyConfig,
+             doc="relative change of the empirical NTK over full-batch MSE training, per width; log-log slope, plot")
     register("ntk-eigenfeatures", "deepscope_ntk.eigenfeatures:EigenfeaturesProbe", EigenfeaturesConfig,
              doc="the fitted kernel predictor split along the training kernel's eigenvectors: per feature, clean "
                  "and attacked accuracy; table, gradient images, top/bottom robust accuracy, Spearman(index, robust)")

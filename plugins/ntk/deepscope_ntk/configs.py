@@ -152,3 +152,48 @@ class EigenfeaturesConfig(ProbeConfig):
     gradient_images: int = param(4, doc="features whose input gradient on the first test image is plotted "
                                  "(tracked runs; 0: none)", validator=non_negative)
     batch_size: int = param(250, doc="test images per pass (memory only)", validator=positive)
+
+
+@attrs.define(kw_only=True)
+class LinearizedConfig(ModelConfig):
+    """A network replaced by its first-order Taylor expansion at initialization (the lazy-regime network)."""
+
+    network: object = component_param("model", default={"use": "ntk-mlp"},
+                                      doc="the network linearized: f(x; theta0) + J(x; theta0) (theta - theta0)")
+
+
+@attrs.define(kw_only=True)
+class GDMSEConfig(TrainerConfig):
+    """Full-batch gradient descent on the mean squared error: the setting of the NTK's closed-form dynamics."""
+
+    steps: int = param(100, doc="gradient steps (each one counts as an epoch: probes with `every` see them)",
+                       validator=positive)
+    lr: float = param(1.0, doc="step size eta on L = 1/(2n) sum_i ||f(x_i) - y_i||^2", validator=positive)
+    n: Optional[int] = param(256, doc="the full batch: the first n // classes training images of each class "
+                             "(none: the whole split)", validator=positive)
+    targets: Targets = param("centered", doc="regression targets: 'onehot', 'centered' or 'pm1' (binary: "
+                             "a single output)")
+
+
+@attrs.define(kw_only=True)
+class NTKDynamicsConfig(ProbeConfig):
+    """The network's training-set outputs under gd-mse against the NTK prediction from its initial kernel."""
+
+    float64: bool = param(True, doc="compute the initial kernel on a float64 copy of the parameters")
+    chunk_size: int = param(64, doc="examples per kernel block (memory only)", validator=positive)
+
+
+@attrs.define(kw_only=True)
+class NTKLazyConfig(ProbeConfig):
+    """Relative kernel change over training against width: the lazy regime appears as width grows."""
+
+    network: object = component_param("model", default={"use": "ntk-mlp"},
+                                      doc="the model family; `width_key` is set to each of `widths`")
+    width_key: str = param("width", doc="the network parameter that sets the width")
+    widths: list[int] = param(factory=lambda: [64, 256, 1024, 4096], doc="widths to train and measure")
+    seeds: int = param(2, doc="networks per width (mean reported)", validator=positive)
+    n: int = param(64, doc="training images (class-balanced) the networks are trained and measured on",
+                   validator=positive)
+    steps: int = param(100, doc="full-batch MSE gradient steps per network", validator=positive)
+    lr: float = param(1.0, doc="gradient step size", validator=positive)
+    chunk_size: int = param(64, doc="examples per kernel block (memory only)", validator=positive)
