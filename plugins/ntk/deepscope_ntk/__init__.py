@@ -11,7 +11,8 @@ from __future__ import annotations
 from deepscope import hookimpl
 
 from .configs import (EigenfeaturesConfig, EmpiricalNTKProbeConfig, GDMSEConfig, KernelFitConfig, KernelRegressionConfig, KIPConfig, LabelSolveConfig,
-                      LinearizedConfig, NTKDynamicsConfig, NTKLazyConfig, NTKMLPConfig, NTKTransferConfig)
+                      LinearizedConfig, NTKDynamicsConfig, NTKEvolutionConfig,
+                      NTKEvolutionReportConfig, NTKLazyConfig, NTKMLPConfig, NTKTransferConfig)
 
 
 @hookimpl
@@ -42,6 +43,11 @@ def deepscope_register_probes(register):
     register("ntk-dynamics", "deepscope_ntk.dynamics:NTKDynamics", NTKDynamicsConfig,
              doc="during gd-mse: training-set outputs against f_t = f_0 + (I - (I - eta Theta/n)^t)(Y - f_0) from the "
                  "initial NTK (and the gradient-flow exp form)")
+    register("ntk-evolution", "deepscope_ntk.evolution:NTKEvolution", NTKEvolutionConfig,
+             doc="periodic: the model's empirical NTK on a fixed batch (optionally its adversarial version) against "
+                 "the initial and previous kernels: similarity, distance, radius, angle, top-k spectral mass")
+    register("ntk-evolution-report", "deepscope_ntk.evolution:NTKEvolutionReport", NTKEvolutionReportConfig,
+             doc="end of run: pairwise kernel-distance heat-map and polar plot of an ntk-evolution history")
     register("ntk-lazy", "deepscope_ntk.lazy:NTKLazy", NTKLazyConfig,
              doc="relative change of the empirical NTK over full-batch MSE training, per width; log-log slope, plot")
     register("ntk-eigenfeatures", "deepscope_ntk.eigenfeatures:EigenfeaturesProbe", EigenfeaturesConfig,

@@ -197,3 +197,35 @@ class NTKLazyConfig(ProbeConfig):
     steps: int = param(100, doc="full-batch MSE gradient steps per network", validator=positive)
     lr: float = param(1.0, doc="gradient step size", validator=positive)
     chunk_size: int = param(64, doc="examples per kernel block (memory only)", validator=positive)
+
+
+def _positive_ints(instance, attribute, value):
+    if not value or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in value):
+        raise ValueError(f"'{attribute.name}' must be a non-empty list of positive integers: {list(value)!r}")
+
+
+@attrs.define(kw_only=True)
+class NTKEvolutionConfig(ProbeConfig):
+    """The run model's empirical NTK on a fixed batch against its first and previous measurement."""
+
+    n: int = param(20, doc="the fixed batch: the first n // classes training images of each class "
+                   "(the official code: 250)", validator=positive)
+    mode: Literal["full", "trace"] = param("full", doc="'full': the (n k, n k) kernel of every output pair "
+                                           "(the official trace_axes = ()); 'trace': (n, n)")
+    attack: object = component_param("attack", default=None,
+                                     doc="also measure the kernel on this attack's version of the batch (adv_ "
+                                         "metrics), e.g. { use = \"pgd\", eps = 0.0313725 }")
+    mass_k: list[int] = param(factory=lambda: [10, 20], validator=_positive_ints,
+                              doc="mass_top{k}: the share of sum lambda^2 in the top k eigenvalues")
+    history: bool = param(True, doc="keep every kernel (float32) in the run state for ntk-evolution-report")
+    method: Method = param("jacobian", doc="'jacobian' or 'ntk-vp'")
+    chunk_size: int = param(64, doc="examples per kernel block (memory only)", validator=positive)
+    float64: bool = param(True, doc="compute on a float64 copy of the parameters")
+
+
+@attrs.define(kw_only=True)
+class NTKEvolutionReportConfig(ProbeConfig):
+    """End of run: the pairwise kernel-distance heat-map and the polar plot of an ntk-evolution history."""
+
+    probe: str = param("probe/ntk-evolution", doc="the metric prefix of the ntk-evolution probe to report "
+                       "(probe/<its name>)")
