@@ -190,13 +190,15 @@ class NTKLazyConfig(ProbeConfig):
     network: object = component_param("model", default={"use": "ntk-mlp"},
                                       doc="the model family; `width_key` is set to each of `widths`")
     width_key: str = param("width", doc="the network parameter that sets the width")
-    widths: list[int] = param(factory=lambda: [64, 256, 1024, 4096], doc="widths to train and measure")
+    widths: list[int] = param(factory=lambda: [64, 256, 1024, 2048], doc="widths to train and measure")
     seeds: int = param(2, doc="networks per width (mean reported)", validator=positive)
-    n: int = param(64, doc="training images (class-balanced) the networks are trained and measured on",
+    n: int = param(32, doc="training images (class-balanced) the networks are trained and measured on",
                    validator=positive)
     steps: int = param(100, doc="full-batch MSE gradient steps per network", validator=positive)
-    lr: float = param(1.0, doc="gradient step size", validator=positive)
-    chunk_size: int = param(64, doc="examples per kernel block (memory only)", validator=positive)
+    lr: float = param(0.3, doc="gradient step size", validator=positive)
+    chunk_size: int = param(4, doc="examples per kernel block: a block holds chunk_size x outputs x parameters "
+                            "float64 Jacobian entries (130 MB per example for a width-2048 ntk-mlp on 28x28)",
+                            validator=positive)
 
 
 def _positive_ints(instance, attribute, value):

@@ -123,6 +123,8 @@ widths = [32, 256, 2048]
 seeds = 1
 n = 20
 steps = 30
+lr = 1.0
+chunk_size = 4
 """
     m = run_toml(text.replace("[data]", "[model]\nuse = \"ntk-mlp\"\n[data]"), host, track=False).metrics
     p = "probe/ntk-lazy/"
