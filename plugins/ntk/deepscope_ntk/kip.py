@@ -46,6 +46,15 @@ def predicted_classes(preds: torch.Tensor) -> torch.Tensor:
     return (preds[:, 0] > 0).long() if preds.shape[1] == 1 else preds.argmax(1)
 
 
+def hard_classes(y: torch.Tensor) -> torch.Tensor:
+    """Class indices of hard labels, of per-class rows (argmax), or of a single +-1 column (its sign)."""
+    if not y.is_floating_point():
+        return y
+    if y.ndim == 2 and y.shape[1] > 1:
+        return y.argmax(1)
+    return (y.reshape(-1) > 0).long()
+
+
 def class_balanced_draw(y: torch.Tensor, per_class: int, num_classes: int,
                         generator: torch.Generator) -> torch.Tensor:
     """``per_class`` distinct random indices of every class (class 0's first), or all of a smaller class."""
@@ -184,6 +193,4 @@ class LabelSolve:
                               "of an earlier distill stage.", key="support") from None
         if chosen.space != "pixel":
             raise ConfigError("label-solve needs a pixel-space support; this set is in input space", key="support")
-        labels = chosen.y.argmax(1) if chosen.y.ndim == 2 else (chosen.y > 0).long() \
-            if chosen.y.is_floating_point() else chosen.y
-        return chosen.x, labels
+        return chosen.x, hard_classes(chosen.y)

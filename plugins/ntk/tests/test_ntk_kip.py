@@ -172,3 +172,34 @@ test_n = 200
     assert m["distill/label-solve/loss"] < m["distill/label-solve/loss_before"]
     assert m["distill/label-solve/targets"] == 400
     assert m["distill/label-solve/test_acc"] > 0.6
+
+
+def test_label_solve_keeps_the_images_of_an_earlier_set(host):
+    text = """
+[run]
+name = "label-solve-on-a-set"
+seed = 0
+[data]
+use = "fashion-mnist-sample"
+classes = [0, 6]
+[model]
+use = "kernel-regression"
+[[stage]]
+do = "distill"
+use = "synthetic-baseline"
+name = "random"
+ipc = 4
+grid = false
+[[stage]]
+do = "distill"
+use = "label-solve"
+support = "synthetic/random"
+target_n = 200
+test_n = 100
+"""
+    result = run_toml(text, host, track=False)
+    random, solved = result.state.synthetic_set("synthetic/random"), result.state.synthetic_set("synthetic/label-solve")
+    assert torch.equal(solved.x, random.x) and solved.label_kind == "regression"
+    assert solved.y.shape == (8, 2)
+    m = result.metrics
+    assert m["distill/label-solve/loss"] < m["distill/label-solve/loss_before"]
