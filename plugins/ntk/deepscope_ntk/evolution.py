@@ -28,7 +28,8 @@ def similarity(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    return 1.0 - similarity(a, b)
+    """1 - s(A, B), clipped at 0 (rounding makes s(K, K) exceed 1 by an ulp)."""
+    return max(0.0, 1.0 - similarity(a, b))
 
 
 def spectral_mass(kernel: torch.Tensor, k: int) -> float:
@@ -40,7 +41,7 @@ def spectral_mass(kernel: torch.Tensor, k: int) -> float:
 
 def kernel_metrics(kernel, initial, previous, mass_k) -> dict:
     sim = min(max(similarity(kernel, initial), -1.0), 1.0)
-    metrics = {"sim_init": sim, "dist_init": 1.0 - sim, "angle": math.acos(sim),
+    metrics = {"sim_init": sim, "dist_init": max(0.0, 1.0 - sim), "angle": math.acos(sim),
                "radius": (kernel - initial).norm().item(),
                "rel_radius": ((kernel - initial).norm() / initial.norm()).item(),
                "dist_prev": distance(kernel, previous)}

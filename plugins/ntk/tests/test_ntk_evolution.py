@@ -21,6 +21,7 @@ def test_similarity_and_distance_invariants():
     a, b = psd(0), psd(1)
     assert similarity(a, a) == pytest.approx(1.0, abs=1e-14)
     assert similarity(a, 3.5 * a) == pytest.approx(1.0, abs=1e-14)
+    assert distance(a, a) >= 0 and distance(a, 3.5 * a) >= 0  # never below 0 by rounding
     assert distance(a, b) == pytest.approx(distance(b, a), abs=1e-15)
     assert 0 < distance(a, b) <= 1
     assert spectral_mass(a, 8) == pytest.approx(1.0)
