@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from deepscope import hookimpl
 
-from .configs import (EigenfeaturesConfig, EmpiricalNTKProbeConfig, GDMSEConfig, KernelFitConfig, KernelRegressionConfig, KIPConfig, LabelSolveConfig,
+from .configs import (AdvNTKCNNConfig, EigenfeaturesConfig, EmpiricalNTKProbeConfig, GDMSEConfig, KernelFitConfig, KernelRegressionConfig, KIPConfig, LabelSolveConfig,
                       LinearizedConfig, NTKDynamicsConfig, NTKEvolutionConfig,
                       NTKEvolutionReportConfig, NTKLazyConfig, NTKMLPConfig, NTKTransferConfig)
 
@@ -22,6 +22,8 @@ def deepscope_register_models(register):
     register("kernel-regression", "deepscope_ntk.krr:make_kernel_regression", KernelRegressionConfig,
              doc="kernel ridge regression K(x,X)(K+lambda I)^-1 Y on an analytic or empirical NTK/NNGP; "
                  "support in extra state; logits for the stock attacks")
+    register("adv-ntk-cnn", "deepscope_ntk.cnn:make_adv_ntk_cnn", AdvNTKCNNConfig,
+             doc="the official adv-ntk CNN_mega (conv32-32-maxpool-64-64-128-128-avgpool-dense), Flax init")
     register("linearized", "deepscope_ntk.dynamics:make_linearized", LinearizedConfig,
              doc="a network's first-order Taylor expansion at initialization (jvp): its NTK never changes")
 

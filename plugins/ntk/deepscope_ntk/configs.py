@@ -231,3 +231,8 @@ class NTKEvolutionReportConfig(ProbeConfig):
 
     probe: str = param("probe/ntk-evolution", doc="the metric prefix of the ntk-evolution probe to report "
                        "(probe/<its name>)")
+
+
+@attrs.define(kw_only=True)
+class AdvNTKCNNConfig(ModelConfig):
+    """The official code's CNN_mega: conv32-32-maxpool-64-64-128-128-avgpool-dense, Flax initialization."""
