@@ -49,17 +49,21 @@ def empirical_ntk(model: Any, x1: Any, x2: Any = None, *, method: str = "jacobia
     symmetric = x2 is None
     x2 = x1 if symmetric else x2
     step = chunk_size or max(len(x1), len(x2), 1)
-    block = _jacobian_block if method == "jacobian" else _ntk_vp_block
     rows = []
     blocks: dict[tuple[int, int], Any] = {}
     for i in range(0, len(x1), step):
         row = []
+        row_jacobian = _jacobians(model, params, buffers, x1[i:i + step]) if method == "jacobian" else None
         for j in range(0, len(x2), step):
             if symmetric and j < i:  # K(X, X) is symmetric: reuse the mirrored block
                 kij = blocks[(j, i)].transpose(0, 1)
                 kij = kij.transpose(2, 3) if mode == "full" else kij
             else:
-                kij = block(model, params, buffers, x1[i:i + step], x2[j:j + step], mode)
+                if method == "jacobian":  # the row block's Jacobian is computed once per row
+                    col = row_jacobian if symmetric and j == i else _jacobians(model, params, buffers, x2[j:j + step])
+                    kij = _contract(row_jacobian, col, mode)
+                else:
+                    kij = _ntk_vp_block(model, params, buffers, x1[i:i + step], x2[j:j + step], mode)
                 if symmetric:
                     blocks[(i, j)] = kij
             row.append(kij)
@@ -88,16 +92,20 @@ def _batch_output(model, params, buffers):
     return f
 
 
-def _jacobian_block(model, params, buffers, xa, xb, mode):
-    import torch
+def _jacobians(model, params, buffers, x):
+    """Per-example Jacobians of the logits: name -> (n, k, #params of that tensor)."""
     from torch.func import jacrev, vmap
 
     f = _single_output(model, params, buffers)
-    jac = vmap(jacrev(f), (None, 0))
-    ja, jb = jac(params, xa), jac(params, xb)  # name -> (n, k, *shape)
+    return {name: j.flatten(2) for name, j in vmap(jacrev(f), (None, 0))(params, x).items()}
+
+
+def _contract(ja, jb, mode):
+    import torch
+
     total = None
     for name in ja:
-        a, b = ja[name].flatten(2), jb[name].flatten(2)
+        a, b = ja[name], jb[name]
         if mode == "full":
             term = torch.einsum("naf,mbf->nmab", a, b)
         elif mode == "trace":

@@ -99,10 +99,13 @@ class KernelRegression(nn.Module):
         support = self.support_x.to(x.device)
         return self.kernel(x, support) @ self.alpha.to(x.device)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.regress(x)
+    def as_logits(self, f: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Regression outputs as logits in ``like``'s dtype: f itself, or [-f/2, f/2] for +-1 targets."""
         logits = torch.cat([-f / 2, f / 2], dim=1) if self.config.targets == "pm1" else f
-        return logits.to(x.dtype if x.is_floating_point() else torch.float32)
+        return logits.to(like.dtype if like.is_floating_point() else torch.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.as_logits(self.regress(x), x)
 
     def get_extra_state(self) -> dict:
         if not self.fitted:

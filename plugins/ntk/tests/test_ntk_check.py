@@ -5,12 +5,14 @@ That registry.toml lists exactly these components is tests/test_registry_toml.py
 
 from __future__ import annotations
 
+import deepscope_standard
+
 import deepscope_ntk
-from deepscope.testing import check_plugin
+from deepscope.testing import check_plugin, make_host
 
 
 def test_every_component_resolves_and_builds_with_its_defaults():
-    report = check_plugin(deepscope_ntk)
+    report = check_plugin(deepscope_ntk, host=make_host(deepscope_standard))  # ntk-transfer's default: pgd
     assert report and all(r.status.startswith("ok") or r.status.startswith("needs") for r in report), report
 
 
