@@ -28,6 +28,8 @@ _LAZY = {
     "pgd": "deepscope_standard.attacks",
     "fgsm": "deepscope_standard.attacks",
     "ascend": "deepscope_standard.attacks",
+    "apgd": "deepscope_standard.apgd",
+    "dlr": "deepscope_standard.apgd",
     "sgd_step": "deepscope_standard.diffopt",
     "adam_step": "deepscope_standard.diffopt",
     "flatten_params": "deepscope_standard.diffopt",

@@ -1,4 +1,4 @@
-"""Config classes of the gradient attacks (``fgsm``, ``pgd``); no torch import here."""
+"""Config classes of the gradient attacks (``fgsm``, ``pgd``, ``apgd``); no torch import here."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from deepscope import AttackConfig, non_negative, param, positive
+from deepscope import AttackConfig, in_range, non_negative, param, positive
 
 Norm = Literal["linf", "l2"]
 Loss = Literal["ce", "margin"]
@@ -36,14 +36,38 @@ class FGSMConfig(GradientAttackConfig):
 
 @attrs.define(kw_only=True)
 class PGDConfig(GradientAttackConfig):
-    """Projected gradient descent (Madry et al. 2018), with restarts; keeps each example's best restart."""
+    """Projected gradient descent (Madry et al. 2018), with restarts.
+
+    Each example keeps the final iterate of one restart: of those that fool the model the
+    one with the highest objective, else the highest-objective one (``apgd`` tracks the
+    best iterate within a run as well).
+    """
 
     steps: int = param(10, doc="gradient steps per restart", validator=positive)
     step_size: Optional[float] = param(None, doc="step length (default 2.5 * eps / steps, as Madry et al.)",
                                        validator=positive)
-    restarts: int = param(1, doc="random restarts; each example keeps its most adversarial one",
+    restarts: int = param(1, doc="random restarts; each example keeps the final iterate of its most "
+                                 "adversarial restart (a fooling one first, then the highest objective)",
                           validator=positive)
     random_start: bool = param(True, doc="start from a uniformly random point of the ball")
+
+
+@attrs.define(kw_only=True)
+class APGDConfig(GradientAttackConfig):
+    """Auto-PGD (Croce & Hein 2020): adaptive step size, momentum, best-iterate tracking; APGD-T via target_classes."""
+
+    loss: Literal["ce", "dlr", "margin"] = param("ce", doc="'ce', 'dlr' (difference of logits ratio; needs "
+                                                           ">= 3 classes, 4 when targeted) or 'margin'")
+    steps: int = param(100, doc="iterations per run (AutoAttack: 100)", validator=positive)
+    restarts: int = param(1, doc="runs per target (random starts on the eps-sphere); each attacks only the "
+                                 "examples not fooled yet", validator=positive)
+    rho: float = param(0.75, doc="checkpoint rule: halve the step when the loss rose in at most this "
+                                 "fraction of the window's steps", validator=in_range(0, 1, low_open=True,
+                                                                                       high_open=True))
+    target_classes: int = param(0, doc="APGD-T: > 0 runs targeted attacks towards each of this many "
+                                       "highest-ranked wrong classes (AutoAttack: 9); 0 is untargeted",
+                                validator=non_negative)
+    seed: int = param(0, doc="seed of the random starts")
 
 
 def register(register):
@@ -51,3 +75,5 @@ def register(register):
              doc="Fast gradient sign method (one step; linf or l2), untargeted or targeted.")
     register("pgd", "deepscope_standard.attacks:PGD", PGDConfig,
              doc="Projected gradient descent (linf or l2) with restarts and EOT, untargeted or targeted.")
+    register("apgd", "deepscope_standard.apgd:APGD", APGDConfig,
+             doc="Auto-PGD (linf or l2; ce, dlr; APGD-T over the top-k classes) with restarts and EOT.")
