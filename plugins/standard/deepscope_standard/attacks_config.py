@@ -1,4 +1,4 @@
-"""Config classes of the gradient attacks (``fgsm``, ``pgd``, ``apgd``); no torch import here."""
+"""Config classes of the attacks (``fgsm``, ``pgd``, ``apgd``, ``square``); no torch import here."""
 
 from __future__ import annotations
 
@@ -70,10 +70,28 @@ class APGDConfig(GradientAttackConfig):
     seed: int = param(0, doc="seed of the random starts")
 
 
+@attrs.define(kw_only=True)
+class SquareConfig(AttackConfig):
+    """Square attack (Andriushchenko et al. 2020): gradient-free random search, L-inf or L2, untargeted."""
+
+    norm: Norm = param("linf", doc="threat model: 'linf' (+-eps squares) or 'l2' (windows of mass moved "
+                                   "between places)")
+    eps: float = param(8 / 255, doc="radius of the perturbation ball, in [0, 1] pixel units",
+                       validator=non_negative)
+    queries: int = param(5000, doc="model queries per example (one initial + one per iteration; "
+                                   "AutoAttack: 5000)", validator=positive)
+    p_init: float = param(0.8, doc="initial fraction of pixels per square, halved on the reference "
+                                   "schedule (AutoAttack: 0.8)", validator=in_range(0, 1, low_open=True))
+    eot: int = param(1, doc="noise draws averaged per margin evaluation (stochastic models)", validator=positive)
+    seed: int = param(0, doc="seed of the random search")
+
+
 def register(register):
     register("fgsm", "deepscope_standard.attacks:FGSM", FGSMConfig,
              doc="Fast gradient sign method (one step; linf or l2), untargeted or targeted.")
     register("pgd", "deepscope_standard.attacks:PGD", PGDConfig,
              doc="Projected gradient descent (linf or l2) with restarts and EOT, untargeted or targeted.")
-    register("apgd", "deepscope_standard.apgd:APGD", APGDConfig,
+    register("apgd", "deepscope_standard.autopgd:APGD", APGDConfig,
              doc="Auto-PGD (linf or l2; ce, dlr; APGD-T over the top-k classes) with restarts and EOT.")
+    register("square", "deepscope_standard.square_attack:SquareAttack", SquareConfig,
+             doc="Square attack (linf or l2; gradient-free random search; AutoAttack's 5000 queries, p_init 0.8).")

@@ -13,7 +13,7 @@ from torch import nn
 from deepscope import hookimpl
 from deepscope.testing import make_host, run_toml, tiny_data
 from deepscope_standard import attacks_config
-from deepscope_standard.apgd import _single_run, apgd, dlr, objective
+from deepscope_standard.autopgd import _single_run, apgd, dlr, objective
 from deepscope_standard.attacks import _autocast
 
 SHAPE = (1, 8, 8)
