@@ -14,7 +14,8 @@ from typing import Any
 
 from deepscope import hookimpl
 
-from . import attacks_config, datasets_config, distill_config, models_config, probes_config, trainers_config
+from . import (attacks_config, datasets_config, distill_config, models_config, probes_config, trainers_config,
+               worst_case_config)
 from .trainers_config import TrainConfig
 
 #: public name -> the submodule that defines it (imported on first access)
@@ -84,6 +85,7 @@ def deepscope_register_attacks(register):
 def deepscope_register_probes(register):
     probes_config.register(register)
     distill_config.register_probes(register)
+    worst_case_config.register(register)
 
 
 @hookimpl

@@ -48,9 +48,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
         generator: torch.Generator | None = None) -> torch.Tensor:
     """Adversarial examples within ``eps`` of ``x`` (in ``norm``) and inside [0, 1].
 
-    With several restarts each example keeps the restart that fools the model,
-    or else the one with the highest objective. ``step_size`` defaults to
-    ``2.5 * eps / steps``.
+    With several restarts each example keeps the final iterate of one restart: of
+    those that fool the model the one with the highest objective, else the one with
+    the highest objective (``apgd`` tracks the best iterate inside a run).
+    ``step_size`` defaults to ``2.5 * eps / steps``.
     """
     if norm not in ("linf", "l2"):
         raise ValueError(f"'norm' must be 'linf' or 'l2': {norm!r}")
