@@ -90,6 +90,13 @@ class VOneNetConfig(NoiseSwitches):
     noise_scale: float = param(0.35, doc="neuronal: response scale before noise; gaussian: noise std",
                                validator=non_negative)
     noise_level: float = param(0.07, doc="neuronal: response offset before noise", validator=non_negative)
+    input_norm: Literal["reference", "dataset"] = param(
+        "reference", doc="what the VOneBlock sees: 'reference' = (x - 0.5) / 0.5 of the [0, 1] image, as "
+                         "vonenet (sets the noise's effective level); 'dataset' = the dataset-normalized input "
+                         "(this plugin's behaviour before)")
+    phase_channels: Literal["independent", "shared"] = param(
+        "independent", doc="colour channel of each filter's two quadrature phases: 'independent' draws, as "
+                           "vonenet; 'shared' one channel for both (before); no difference on grayscale")
     bottleneck: int = param(64, doc="channels of the 1x1 conv between the VOneBlock and the back-end",
                             validator=positive)
     backend: object = component_param("model", default=DEFAULT_BACKEND,
