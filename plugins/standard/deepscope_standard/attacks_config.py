@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from deepscope import AttackConfig, in_range, non_negative, param, positive
+from deepscope import AttackConfig, component_param, in_range, non_negative, param, positive
 
 Norm = Literal["linf", "l2"]
 Loss = Literal["ce", "margin"]
@@ -86,6 +86,23 @@ class SquareConfig(AttackConfig):
     seed: int = param(0, doc="seed of the random search")
 
 
+@attrs.define(kw_only=True)
+class TransferConfig(GradientAttackConfig):
+    """Transfer attack: APGD or PGD on a surrogate trained in setup; the attacked model is never queried."""
+
+    surrogate: object = component_param("model", default={"use": "lenet-5"},
+                                        doc="the surrogate's architecture: any registered model, e.g. "
+                                            "{ use = \"resnet-18\" }; trained from scratch in setup")
+    method: Literal["apgd", "pgd"] = param("apgd", doc="the white-box attack run on the surrogate")
+    steps: int = param(50, doc="iterations of that attack", validator=positive)
+    epochs: int = param(5, doc="surrogate training: epochs of Adam on the run's training set", validator=positive)
+    lr: float = param(1e-3, doc="surrogate training: Adam's learning rate", validator=positive)
+    train_batch_size: int = param(128, doc="surrogate training: batch size", validator=positive)
+    n_train: Optional[int] = param(None, doc="surrogate training: the first N training examples (default all)",
+                                   validator=positive)
+    seed: int = param(0, doc="seed of the surrogate's initialization, its training and the attack's starts")
+
+
 def register(register):
     register("fgsm", "deepscope_standard.attacks:FGSM", FGSMConfig,
              doc="Fast gradient sign method (one step; linf or l2), untargeted or targeted.")
@@ -93,5 +110,7 @@ def register(register):
              doc="Projected gradient descent (linf or l2) with restarts and EOT, untargeted or targeted.")
     register("apgd", "deepscope_standard.autopgd:APGD", APGDConfig,
              doc="Auto-PGD (linf or l2; ce, dlr; APGD-T over the top-k classes) with restarts and EOT.")
+    register("transfer", "deepscope_standard.transfer:TransferAttack", TransferConfig,
+             doc="Transfer attack: APGD/PGD on a surrogate trained in setup; never queries the attacked model.")
     register("square", "deepscope_standard.square_attack:SquareAttack", SquareConfig,
              doc="Square attack (linf or l2; gradient-free random search; AutoAttack's 5000 queries, p_init 0.8).")
