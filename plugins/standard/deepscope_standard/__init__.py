@@ -15,7 +15,7 @@ from typing import Any
 from deepscope import hookimpl
 
 from . import (attacks_config, datasets_config, distill_config, models_config, probes_config, trainers_config,
-               worst_case_config)
+               smoothing_config, worst_case_config)
 from .trainers_config import TrainConfig
 
 #: public name -> the submodule that defines it (imported on first access)
@@ -86,6 +86,7 @@ def deepscope_register_probes(register):
     probes_config.register(register)
     distill_config.register_probes(register)
     worst_case_config.register(register)
+    smoothing_config.register(register)
 
 
 @hookimpl
