@@ -1,4 +1,11 @@
-"""Time deepscope's ``pgd`` against torchattacks' PGD on the same model, batch and settings.
+"""Time deepscope's ``pgd`` and ``apgd`` against torchattacks' PGD and APGD, and the worst-case evaluation.
+
+``--suite pgd,apgd,worst-case`` (default: all three). ``apgd`` times ours against
+torchattacks' APGD (CE, one restart) at the same steps. ``worst-case`` times the
+``worst-case`` probe's evaluation (APGD-CE, APGD-T, Square; AutoAttack's order,
+each attack only on the examples still robust) against the same three attacks run
+one by one on every example, ours and torchattacks'; labels are the model's own
+predictions, so every example starts correct.
 
 Models: ResNet-18 (CIFAR stem) on 32x32x3 and LeNet-5 on 28x28x1, both in eval
 mode with random weights (the cost of an attack does not depend on the
@@ -11,6 +18,7 @@ compare on a shared machine (wall time there mostly measures the neighbours).
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pgd.py --batch 64 --steps 10
     .venv/bin/python benchmarks/bench_pgd.py --device cuda                   # GPU: batch 256, 10 steps,
                                                                              # adds a channels_last + bf16 row
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pgd.py --suite apgd,worst-case --models lenet-5
 """
 
 from __future__ import annotations
@@ -79,6 +87,78 @@ def bench(name, model, shape, args, device) -> list[tuple]:
     return rows
 
 
+def ratio_rows(name, times: dict, base: str) -> list[tuple]:
+    rows = []
+    base_wall = statistics.median(t[0] for t in times[base])
+    base_cpu = statistics.median(t[1] for t in times[base])
+    for k, v in times.items():
+        wall, cpu = statistics.median(t[0] for t in v), statistics.median(t[1] for t in v)
+        rows.append((name, k, wall, base_wall / wall, cpu, base_cpu / cpu))
+    return rows
+
+
+def run_timed(variants: dict, repeats: int, device) -> dict:
+    for fn in variants.values():  # warm-up
+        fn()
+    times = {k: [] for k in variants}
+    for _ in range(repeats):
+        for k, fn in variants.items():
+            times[k].append(timed(fn, device))
+    return times
+
+
+def bench_apgd(name, model, shape, args, device) -> list[tuple]:
+    import torchattacks
+
+    from deepscope_standard import apgd
+
+    model = model.to(device).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((args.batch, *shape), generator=g).to(device)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every example starts correct: no early exit for either side
+    theirs = torchattacks.APGD(model, eps=args.eps, steps=args.steps, n_restarts=1, loss="ce", seed=0)
+    variants = {"ours apgd-ce": lambda: apgd(model, x, y, eps=args.eps, steps=args.steps,
+                                             generator=torch.Generator().manual_seed(0)),
+                "torchattacks APGD": lambda: theirs(x, y)}
+    return ratio_rows(name, run_timed(variants, args.repeats, device), "torchattacks APGD")
+
+
+def bench_worst_case(name, model, shape, args, device) -> list[tuple]:
+    import torchattacks
+
+    from deepscope_standard import apgd, square
+    from deepscope_standard.worst_case import evaluate
+    from deepscope_standard.worst_case_config import WorstCaseConfig
+
+    model = model.to(device).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((args.batch, *shape), generator=g).to(device)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    cfg = WorstCaseConfig(eps=args.eps, steps=args.steps, target_classes=args.target_classes,
+                          queries=args.queries, n_examples=None)
+    k = args.target_classes
+
+    def ours_one_by_one():
+        gen = torch.Generator().manual_seed(0)
+        apgd(model, x, y, eps=args.eps, steps=args.steps, generator=gen)
+        apgd(model, x, y, eps=args.eps, steps=args.steps, loss="dlr", target_classes=k, generator=gen)
+        square(model, x, y, eps=args.eps, queries=args.queries, generator=gen)
+
+    def theirs_one_by_one():
+        torchattacks.APGD(model, eps=args.eps, steps=args.steps, loss="ce", seed=0)(x, y)
+        torchattacks.APGDT(model, eps=args.eps, steps=args.steps, n_classes=k + 1, seed=0)(x, y)
+        torchattacks.Square(model, eps=args.eps, n_queries=args.queries, p_init=0.8, seed=0)(x, y)
+
+    out = evaluate(model, x, y, cfg, torch.Generator().manual_seed(0))
+    print(f"{name}: worst case {out['robust'].float().mean().item():.3f} of {len(y)} examples; attacked "
+          f"{out['attacked']}")
+    variants = {"worst-case (sequential)": lambda: evaluate(model, x, y, cfg, torch.Generator().manual_seed(0)),
+                "ours one by one": ours_one_by_one, "torchattacks one by one": theirs_one_by_one}
+    return ratio_rows(name, run_timed(variants, args.repeats, device), "torchattacks one by one")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -87,6 +167,9 @@ def main(argv=None) -> None:
     parser.add_argument("--eps", type=float, default=8 / 255)
     parser.add_argument("--repeats", type=int, default=None, help="default: 3 on CPU, 10 on GPU")
     parser.add_argument("--models", default="resnet-18,lenet-5")
+    parser.add_argument("--suite", default="pgd,apgd,worst-case")
+    parser.add_argument("--target-classes", type=int, default=3, help="worst-case: APGD-T's target classes")
+    parser.add_argument("--queries", type=int, default=100, help="worst-case: Square's queries")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -95,17 +178,20 @@ def main(argv=None) -> None:
     args.repeats = args.repeats or (10 if gpu else 3)
     torch.manual_seed(0)
     shapes = {"resnet-18": (3, 32, 32), "lenet-5": (1, 28, 28)}
-    rows = []
-    for name in args.models.split(","):
-        shape = shapes[name]
-        rows += bench(name, registered_model(name, shape), shape, args, device)
+    suites = {"pgd": bench, "apgd": bench_apgd, "worst-case": bench_worst_case}
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"PGD linf, eps={args.eps:.4g}, {args.steps} steps, batch {args.batch}, median of {args.repeats}; "
-          f"{hw}; torch {torch.__version__}")
-    print(f"{'model':<10} {'attack':<28} {'wall s':>9} {'ratio':>6} {'cpu s':>9} {'ratio':>6}   "
-          "(ratio = torchattacks / this; > 1: faster than torchattacks)")
-    for name, variant, wall, wall_ratio, cpu, cpu_ratio in rows:
-        print(f"{name:<10} {variant:<28} {wall:>9.4f} {wall_ratio:>6.2f} {cpu:>9.4f} {cpu_ratio:>6.2f}")
+    for suite in args.suite.split(","):
+        rows = []
+        for name in args.models.split(","):
+            shape = shapes[name]
+            rows += suites[suite](name, registered_model(name, shape), shape, args, device)
+        extra = f", APGD-T {args.target_classes} classes, Square {args.queries} queries" if suite == "worst-case" else ""
+        print(f"{suite}: linf, eps={args.eps:.4g}, {args.steps} steps{extra}, batch {args.batch}, median of "
+              f"{args.repeats}; {hw}; torch {torch.__version__}")
+        print(f"{'model':<10} {'attack':<28} {'wall s':>9} {'ratio':>6} {'cpu s':>9} {'ratio':>6}   "
+              "(ratio = torchattacks / this; > 1: faster than torchattacks)")
+        for name, variant, wall, wall_ratio, cpu, cpu_ratio in rows:
+            print(f"{name:<10} {variant:<28} {wall:>9.4f} {wall_ratio:>6.2f} {cpu:>9.4f} {cpu_ratio:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -91,3 +91,76 @@ def test_batch_norm_mode_during_inner_maximization(attack_bn, expected):
     loss, sums = batch_loss(model, x, y)
     assert recorder.modes == expected
     assert loss.requires_grad and sums["loss"] == pytest.approx(float(loss.detach()) * len(x))
+
+
+def reference_linf(model, x, eps, step_size, steps, noise):
+    """The TRADES reference's L-inf inner loop (trades.py), written out: no clamp before the first gradient."""
+    with torch.no_grad():
+        p = F.softmax(model(x), dim=1)
+    x_adv = x + 0.001 * noise
+    for _ in range(steps):
+        x_adv.requires_grad_()
+        kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), p, reduction="sum")
+        grad = torch.autograd.grad(kl, [x_adv])[0]
+        x_adv = x_adv.detach() + step_size * grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
+    return x_adv
+
+
+def reference_l2(model, x, eps, steps, noise):
+    """The reference's L2 loop: SGD on delta with lr 2 * eps / steps on the normalized gradient, box, renorm."""
+    with torch.no_grad():
+        p = F.softmax(model(x), dim=1)
+    delta = (0.001 * noise).requires_grad_(True)
+    opt = torch.optim.SGD([delta], lr=eps / steps * 2)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = -F.kl_div(F.log_softmax(model(x + delta), dim=1), p, reduction="sum")
+        loss.backward()
+        delta.grad.div_(delta.grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
+        opt.step()
+        delta.data.add_(x).clamp_(0, 1).sub_(x)
+        delta.data.renorm_(p=2, dim=0, maxnorm=eps)
+    return (x + delta).detach()
+
+
+def zero_heavy_data(n=16, seed=3):
+    """Half the pixels exactly 0, as on Fashion-MNIST: where clamping the start matters."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 2, 2, generator=g)
+    return torch.where(torch.rand(x.shape, generator=g) < 0.5, torch.zeros_like(x), x)
+
+
+def test_default_start_equals_the_reference_loop_and_clamping_is_the_option():
+    model, x = net(1), zero_heavy_data()
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
+    ours = trades_perturb(model, x, eps=0.1, step_size=0.025, steps=10, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(ours, reference_linf(model, x, 0.1, 0.025, 10, noise))
+    clamped = trades_perturb(model, x, eps=0.1, step_size=0.025, steps=10, clamp_start=True,
+                             generator=torch.Generator().manual_seed(7))
+    assert not torch.equal(clamped, ours)  # the first gradient is taken elsewhere
+    assert torch.equal(clamped, reference_linf_clamped(model, x, noise))
+
+
+def reference_linf_clamped(model, x, noise):
+    """The clamped start is the reference loop started from clamp(x + 0.001 N, 0, 1)."""
+    start = (x + 0.001 * noise).clamp(0, 1)
+    return reference_linf(model, x, 0.1, 0.025, 10, (start - x) / 0.001)
+
+
+def test_l2_default_step_scales_with_eps_and_matches_the_reference():
+    model, x = net(2), zero_heavy_data()
+    for eps in (0.2, 1.0):
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+        ours = trades_perturb(model, x, eps=eps, steps=10, norm="l2", generator=torch.Generator().manual_seed(5))
+        explicit = trades_perturb(model, x, eps=eps, steps=10, step_size=2 * eps / 10, norm="l2",
+                                  generator=torch.Generator().manual_seed(5))
+        assert torch.equal(ours, explicit)
+        assert (ours - x).flatten(1).norm(dim=1).max() <= eps + 1e-6
+        # ours projects onto the ball, then the box; the reference the box, then the ball (its result
+        # can leave the ball's intersection with the box): same step rule, so the same KL within 5%
+        ref = reference_l2(model, x, eps, 10, noise)
+        with torch.no_grad():
+            p = F.softmax(model(x), 1)
+            kl_ours, kl_ref = float(kl_to_clean(model(ours), p)), float(kl_to_clean(model(ref), p))
+        assert abs(kl_ours - kl_ref) <= 0.05 * kl_ref, (kl_ours, kl_ref)

@@ -23,12 +23,6 @@ def deepscope_register_models(register):
 
 
 @hookimpl
-def deepscope_register_attacks(register):
-    register("square", "deepscope_scatternet.attacks:SquareAttack", configs.SquareConfig,
-             doc="Square attack (L-inf, gradient-free random search)")
-
-
-@hookimpl
 def deepscope_register_probes(register):
     register("gradient-check", "deepscope_scatternet.gradient_check:GradientCheck", configs.GradientCheckConfig,
              doc="Gradient-masking check: PGD vs Square and vs a large eps; logs masking_suspected")

@@ -6,7 +6,7 @@ from typing import Literal
 
 import attrs
 
-from deepscope import AttackConfig, ConfigError, DataShape, component_param, in_range, non_negative, param, positive
+from deepscope import ConfigError, DataShape, component_param, in_range, non_negative, param, positive
 
 DEFAULT_BACKEND = {"use": "frontend-cnn"}
 
@@ -90,6 +90,13 @@ class VOneNetConfig(NoiseSwitches):
     noise_scale: float = param(0.35, doc="neuronal: response scale before noise; gaussian: noise std",
                                validator=non_negative)
     noise_level: float = param(0.07, doc="neuronal: response offset before noise", validator=non_negative)
+    input_norm: Literal["reference", "dataset"] = param(
+        "reference", doc="what the VOneBlock sees: 'reference' = (x - 0.5) / 0.5 of the [0, 1] image, as "
+                         "vonenet (sets the noise's effective level); 'dataset' = the dataset-normalized input "
+                         "(this plugin's behaviour before)")
+    phase_channels: Literal["independent", "shared"] = param(
+        "independent", doc="colour channel of each filter's two quadrature phases: 'independent' draws, as "
+                           "vonenet; 'shared' one channel for both (before); no difference on grayscale")
     bottleneck: int = param(64, doc="channels of the 1x1 conv between the VOneBlock and the back-end",
                             validator=positive)
     backend: object = component_param("model", default=DEFAULT_BACKEND,
@@ -114,18 +121,6 @@ class FrontendCNNConfig:
 
 
 @attrs.define(kw_only=True)
-class SquareConfig(AttackConfig):
-    """Square attack (L-inf, gradient-free random search): the black-box side of gradient checks."""
-
-    eps: float = param(8 / 255, doc="L-inf radius", validator=non_negative)
-    queries: int = param(300, doc="model queries per example (one initial + one per iteration)", validator=positive)
-    p_init: float = param(0.1, doc="initial fraction of pixels per square, halved on Andriushchenko et "
-                                   "al.'s schedule", validator=in_range(0, 1, low_open=True))
-    eot: int = param(1, doc="noise draws averaged per loss evaluation (stochastic models)", validator=positive)
-    seed: int = param(0, doc="seed of the random search")
-
-
-@attrs.define(kw_only=True)
 class GradientCheckConfig:
     """Gradient-masking check: white-box PGD vs a gradient-free attack and vs a much larger eps."""
 
@@ -135,7 +130,10 @@ class GradientCheckConfig:
     large_eps: float = param(0.5, doc="radius at which white-box PGD must reach ~0 accuracy",
                              validator=positive)
     large_eps_steps: int = param(50, doc="PGD steps at large_eps", validator=positive)
-    queries: int = param(300, doc="Square attack queries per example", validator=positive)
+    queries: int = param(1000, doc="Square attack queries per example (300 at p_init 0.1, the old default, "
+                                   "had almost no power)", validator=positive)
+    p_init: float = param(0.8, doc="Square's initial fraction of pixels per square (AutoAttack: 0.8)",
+                          validator=in_range(0, 1, low_open=True))
     draws: int = param(1, doc="noise draws per accuracy evaluation (mean over draws is reported)",
                        validator=positive)
     n_examples: int = param(200, doc="test examples checked", validator=positive)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from deepscope_standard import pgd
-
-from .attacks import square_linf
+from deepscope_standard import pgd, square
 
 
 def correct_over_draws(model, x: torch.Tensor, y: torch.Tensor, draws: int) -> torch.Tensor:
@@ -40,7 +38,8 @@ class GradientCheck:
                 adv = {
                     "clean": x,
                     "pgd": pgd(model, x, y, eps=cfg.eps, steps=cfg.steps, eot=cfg.eot, generator=gen),
-                    "square": square_linf(model, x, y, cfg.eps, cfg.queries, eot=cfg.eot, generator=gen),
+                    "square": square(model, x, y, eps=cfg.eps, queries=cfg.queries, p_init=cfg.p_init, eot=cfg.eot,
+                                     generator=gen),
                     "large": pgd(model, x, y, eps=cfg.large_eps, steps=cfg.large_eps_steps, eot=cfg.eot,
                                  generator=gen),
                 }

@@ -119,7 +119,7 @@ class VOneBlock(nn.Module):
                  ksize: int = 15, stride: int = 4, visual_degrees: float = 2.0, sf_corr: float = 0.75,
                  sf_min: float = 0.0, sf_max: float = 9.0, rand_param: bool = False, gabor_seed: int = 0,
                  k_exc: float = 25.0, noise_mode: str = "neuronal", noise_scale: float = 0.35,
-                 noise_level: float = 0.07, frozen: bool = False, seed: int = 0):
+                 noise_level: float = 0.07, frozen: bool = False, seed: int = 0, shared_phase_channel: bool = False):
         super().__init__()
         c, h, w = in_shape
         n = simple_channels + complex_channels
@@ -128,9 +128,11 @@ class VOneBlock(nn.Module):
         self.k_exc = k_exc
         params = sample_gabor_params(n, gabor_seed, rand_param, sf_corr, sf_min, sf_max)
         channel_of = np.random.RandomState(gabor_seed + 1).randint(0, c, n)
+        # the reference draws each phase's colour channel separately; sharing one is the option
+        channel_of_q1 = channel_of if shared_phase_channel else np.random.RandomState(gabor_seed + 2).randint(0, c, n)
         ppd = max(h, w) / visual_degrees
         self.register_buffer("q0", gabor_bank(params, c, ksize, ppd, 0.0, channel_of))
-        self.register_buffer("q1", gabor_bank(params, c, ksize, ppd, math.pi / 2, channel_of))
+        self.register_buffer("q1", gabor_bank(params, c, ksize, ppd, math.pi / 2, channel_of_q1))
         if noise_mode == "neuronal":
             self.noise = NeuronalNoise(noise_scale, noise_level, frozen=frozen, seed=seed)
         elif noise_mode == "gaussian":
@@ -156,17 +158,32 @@ class VOneBlock(nn.Module):
 
 
 class VOneFrontEnd(nn.Module):
-    """VOneBlock followed by the 1x1 bottleneck conv that feeds the back-end."""
+    """VOneBlock followed by the 1x1 bottleneck conv that feeds the back-end.
 
-    def __init__(self, block: VOneBlock, bottleneck: int):
+    ``input_scale``/``input_shift`` (per channel) re-map the network's dataset-normalized input
+    before the block: the reference feeds it (x - 0.5) / 0.5 of the [0, 1] image, which sets the
+    noise's effective level; identity keeps the dataset normalization.
+    """
+
+    def __init__(self, block: VOneBlock, bottleneck: int, input_scale: torch.Tensor | None = None,
+                 input_shift: torch.Tensor | None = None):
         super().__init__()
+        c = block.q0.shape[1]
+        self.register_buffer("input_scale", (torch.ones(c) if input_scale is None else input_scale).view(1, c, 1, 1))
+        self.register_buffer("input_shift", (torch.zeros(c) if input_shift is None else input_shift).view(1, c, 1, 1))
         self.vone = block
         self.bottleneck = nn.Conv2d(block.out_shape[0], bottleneck, 1, bias=False)
         nn.init.kaiming_normal_(self.bottleneck.weight, mode="fan_out", nonlinearity="relu")
         self.out_shape = (bottleneck, *block.out_shape[1:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bottleneck(self.vone(x))
+        return self.bottleneck(self.vone(x * self.input_scale + self.input_shift))
+
+
+def reference_input_map(mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) taking (x01 - mean) / std to the reference's (x01 - 0.5) / 0.5."""
+    mean, std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+    return std / 0.5, (mean - 0.5) / 0.5
 
 
 def build_vonenet(config, info) -> FrontEndModel:
@@ -174,6 +191,13 @@ def build_vonenet(config, info) -> FrontEndModel:
     block = VOneBlock(tuple(info.input_shape), config.simple_channels, config.complex_channels, config.ksize,
                       config.stride, config.visual_degrees, config.sf_corr, config.sf_min, config.sf_max,
                       config.rand_param, config.gabor_seed, config.k_exc, mode, config.noise_scale,
-                      config.noise_level, frozen=config.freeze_noise, seed=config.noise_seed)
-    front = VOneFrontEnd(block, config.bottleneck)
+                      config.noise_level, frozen=config.freeze_noise, seed=config.noise_seed,
+                      shared_phase_channel=config.phase_channels == "shared")
+    scale = shift = None
+    if config.input_norm == "reference":
+        c = info.input_shape[0]
+        mean, std = tuple(info.mean), tuple(info.std)
+        scale, shift = reference_input_map(mean * (c // len(mean)) if len(mean) < c else mean,
+                                           std * (c // len(std)) if len(std) < c else std)
+    front = VOneFrontEnd(block, config.bottleneck, scale, shift)
     return FrontEndModel(front, build_backend(config.backend, info, front.out_shape))

@@ -1,11 +1,10 @@
-"""EOT-PGD and Square: balls, soundness against a closed-form optimum, EOT strength on noisy models."""
+"""EOT-PGD on noisy models (Square's tests live with it in plugins/standard/tests/test_attacks_square.py)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from deepscope_scatternet.attacks import square_linf
 from deepscope_scatternet.noise import GaussianNoise
 from deepscope.testing import tiny_data
 
@@ -53,39 +52,3 @@ def test_standard_pgd_with_eot_is_at_least_as_strong_on_a_noisy_model():
     assert not torch.equal(eot, plain)  # the 16 gradient samples changed the iterates
     assert mean_accuracy(model, eot, y) <= mean_accuracy(model, plain, y)
     assert mean_accuracy(model, eot, y) < mean_accuracy(model, x, y)
-
-
-def linear_two_class():
-    """logits = (w.x + b, 0): the worst L-inf perturbation is -eps*sign(w) (closed form) for class 0."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
-    with torch.no_grad():
-        model[1].weight[1].zero_()
-        model[1].bias[1] = 0.0
-        model[1].bias[0] = -model[1].weight[0].sum() * 0.5
-    x = torch.rand(200, 1, 4, 4, generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return model, x, y
-
-
-def test_square_is_sound_and_finds_the_closed_form_adversaries():
-    model, x, y = linear_two_class()
-    eps = 0.08
-    w = model[1].weight[0].view(1, 1, 4, 4)
-    direction = torch.where(y == 0, -1.0, 1.0).view(-1, 1, 1, 1)
-    x_star = (x + eps * direction * w.sign()).clamp(0, 1)  # margins' minimizer (inputs stay in the box)
-    with torch.no_grad():
-        breakable = model(x_star).argmax(1) != y
-    assert 20 < breakable.sum() < 180
-    adv = square_linf(model, x, y, eps, queries=400, generator=torch.Generator().manual_seed(0))
-    assert (adv - x).abs().max().item() <= eps + 1e-6
-    with torch.no_grad():
-        fooled = model(adv).argmax(1) != y
-    assert not (fooled & ~breakable).any()  # never beats the optimum
-    assert fooled[breakable].float().mean().item() >= 0.9
-
-
-def test_square_with_zero_eps_returns_the_inputs():
-    model, x, y = linear_two_class()
-    assert torch.equal(square_linf(model, x, y, 0.0), x)

@@ -7,6 +7,7 @@ import scatternet_testkit
 import torch
 
 import deepscope_scatternet
+import deepscope_standard
 from deepscope_scatternet.gradient_check import summarize
 from deepscope.testing import make_host, run_toml
 
@@ -71,7 +72,7 @@ def test_summarize_flags_follow_their_definitions():
 
 
 def test_noisy_scatternet_trains_and_attacks_with_draws(tmp_mlflow):
-    host = make_host(scatternet_testkit, deepscope_scatternet)
+    host = make_host(scatternet_testkit, deepscope_scatternet, deepscope_standard)  # `square` is standard's
     text = """
         [run]
         name = "noisy"

@@ -88,3 +88,35 @@ def test_block_output_shape_for_32x32_stride_4():
     out = block(torch.rand(2, 3, 32, 32))
     assert out.shape == (2, 8, 8, 8) == (2, *block.out_shape)
     assert (out[:, :5] >= 0).all()
+
+
+def _channel_of(bank: torch.Tensor) -> torch.Tensor:
+    """The one colour channel each filter reads (the others are zero)."""
+    return bank.flatten(2).abs().sum(2).argmax(1)
+
+
+def test_phases_draw_their_colour_channels_independently_unless_shared():
+    independent = VOneBlock((3, 32, 32), simple_channels=20, complex_channels=20, noise_mode="none")
+    shared = VOneBlock((3, 32, 32), simple_channels=20, complex_channels=20, noise_mode="none",
+                       shared_phase_channel=True)
+    assert torch.equal(_channel_of(shared.q0), _channel_of(shared.q1))
+    differ = (_channel_of(independent.q0) != _channel_of(independent.q1)).float().mean().item()
+    assert 0.4 < differ < 0.9  # two independent uniform draws over 3 channels differ 2/3 of the time
+    assert torch.equal(independent.q0, shared.q0)  # the first phase is unchanged
+
+
+def test_reference_input_norm_feeds_the_block_half_centred_images():
+    from deepscope_scatternet.configs import VOneNetConfig
+    from deepscope_scatternet.vone import VOneFrontEnd, reference_input_map
+
+    assert VOneNetConfig().input_norm == "reference" and VOneNetConfig().phase_channels == "independent"
+    x01 = torch.rand(4, 1, 16, 16)
+    normalized = (x01 - 0.286) / 0.353  # what the network's Normalize layer hands the model body
+    seen = {}
+    block = VOneBlock((1, 16, 16), simple_channels=4, complex_channels=4, ksize=7, noise_mode="none")
+    block.register_forward_pre_hook(lambda mod, args: seen.__setitem__("input", args[0].detach()))
+    for front, expected in ((VOneFrontEnd(block, 8, *reference_input_map((0.286,), (0.353,))), (x01 - 0.5) / 0.5),
+                            (VOneFrontEnd(block, 8), normalized)):
+        with torch.no_grad():
+            front(normalized)
+        assert torch.allclose(seen["input"], expected, atol=1e-5)

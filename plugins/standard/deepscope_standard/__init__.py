@@ -14,7 +14,8 @@ from typing import Any
 
 from deepscope import hookimpl
 
-from . import attacks_config, datasets_config, distill_config, models_config, probes_config, trainers_config
+from . import (attacks_config, datasets_config, distill_config, models_config, probes_config, trainers_config,
+               smoothing_config, worst_case_config)
 from .trainers_config import TrainConfig
 
 #: public name -> the submodule that defines it (imported on first access)
@@ -28,6 +29,9 @@ _LAZY = {
     "pgd": "deepscope_standard.attacks",
     "fgsm": "deepscope_standard.attacks",
     "ascend": "deepscope_standard.attacks",
+    "apgd": "deepscope_standard.autopgd",
+    "dlr": "deepscope_standard.autopgd",
+    "square": "deepscope_standard.square_attack",
     "sgd_step": "deepscope_standard.diffopt",
     "adam_step": "deepscope_standard.diffopt",
     "flatten_params": "deepscope_standard.diffopt",
@@ -82,6 +86,8 @@ def deepscope_register_attacks(register):
 def deepscope_register_probes(register):
     probes_config.register(register)
     distill_config.register_probes(register)
+    worst_case_config.register(register)
+    smoothing_config.register(register)
 
 
 @hookimpl

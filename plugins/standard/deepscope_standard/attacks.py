@@ -48,9 +48,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
         generator: torch.Generator | None = None) -> torch.Tensor:
     """Adversarial examples within ``eps`` of ``x`` (in ``norm``) and inside [0, 1].
 
-    With several restarts each example keeps the restart that fools the model,
-    or else the one with the highest objective. ``step_size`` defaults to
-    ``2.5 * eps / steps``.
+    With several restarts each example keeps the final iterate of one restart: of
+    those that fool the model the one with the highest objective, else the one with
+    the highest objective (``apgd`` tracks the best iterate inside a run).
+    ``step_size`` defaults to ``2.5 * eps / steps``.
     """
     if norm not in ("linf", "l2"):
         raise ValueError(f"'norm' must be 'linf' or 'l2': {norm!r}")
@@ -115,14 +116,17 @@ def _input_gradient(model, x_adv, y, target, loss, eot, amp) -> torch.Tensor:
 
 
 def ascend(x: torch.Tensor, x_adv: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor], *, eps: float,
-           step_size: float, steps: int, norm: Norm = "linf") -> torch.Tensor:
+           step_size: float, steps: int, norm: Norm = "linf", project_start: bool = True) -> torch.Tensor:
     """Projected gradient ascent from ``x_adv``, inside the eps-ball around ``x`` and [0, 1].
 
     ``gradient(x_adv)`` returns the input gradient of whatever objective the caller
     maximizes; other plugins' inner maximizations (TRADES' KL) use this loop.
+    ``project_start = False`` takes the first gradient at ``x_adv`` as given (TRADES'
+    reference start, which may lie outside [0, 1]); every step's result is projected.
     """
     low, high = _bounds(x, eps, norm)
-    x_adv = project(x, x_adv, eps, norm)
+    if project_start:
+        x_adv = project(x, x_adv, eps, norm)
     for _ in range(steps):
         x_adv = _step(x, x_adv, gradient(x_adv), eps, step_size, norm, low, high)
     return x_adv.detach()

@@ -1,4 +1,4 @@
-"""Config classes of the gradient attacks (``fgsm``, ``pgd``); no torch import here."""
+"""Config classes of the attacks (``fgsm``, ``pgd``, ``apgd``, ``square``); no torch import here."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from deepscope import AttackConfig, non_negative, param, positive
+from deepscope import AttackConfig, component_param, in_range, non_negative, param, positive
 
 Norm = Literal["linf", "l2"]
 Loss = Literal["ce", "margin"]
@@ -36,14 +36,71 @@ class FGSMConfig(GradientAttackConfig):
 
 @attrs.define(kw_only=True)
 class PGDConfig(GradientAttackConfig):
-    """Projected gradient descent (Madry et al. 2018), with restarts; keeps each example's best restart."""
+    """Projected gradient descent (Madry et al. 2018), with restarts.
+
+    Each example keeps the final iterate of one restart: of those that fool the model the
+    one with the highest objective, else the highest-objective one (``apgd`` tracks the
+    best iterate within a run as well).
+    """
 
     steps: int = param(10, doc="gradient steps per restart", validator=positive)
     step_size: Optional[float] = param(None, doc="step length (default 2.5 * eps / steps, as Madry et al.)",
                                        validator=positive)
-    restarts: int = param(1, doc="random restarts; each example keeps its most adversarial one",
+    restarts: int = param(1, doc="random restarts; each example keeps the final iterate of its most "
+                                 "adversarial restart (a fooling one first, then the highest objective)",
                           validator=positive)
     random_start: bool = param(True, doc="start from a uniformly random point of the ball")
+
+
+@attrs.define(kw_only=True)
+class APGDConfig(GradientAttackConfig):
+    """Auto-PGD (Croce & Hein 2020): adaptive step size, momentum, best-iterate tracking; APGD-T via target_classes."""
+
+    loss: Literal["ce", "dlr", "margin"] = param("ce", doc="'ce', 'dlr' (difference of logits ratio; needs "
+                                                           ">= 3 classes, 4 when targeted) or 'margin'")
+    steps: int = param(100, doc="iterations per run (AutoAttack: 100)", validator=positive)
+    restarts: int = param(1, doc="runs per target (random starts on the eps-sphere); each attacks only the "
+                                 "examples not fooled yet", validator=positive)
+    rho: float = param(0.75, doc="checkpoint rule: halve the step when the loss rose in at most this "
+                                 "fraction of the window's steps", validator=in_range(0, 1, low_open=True,
+                                                                                       high_open=True))
+    target_classes: int = param(0, doc="APGD-T: > 0 runs targeted attacks towards each of this many "
+                                       "highest-ranked wrong classes (AutoAttack: 9); 0 is untargeted",
+                                validator=non_negative)
+    seed: int = param(0, doc="seed of the random starts")
+
+
+@attrs.define(kw_only=True)
+class SquareConfig(AttackConfig):
+    """Square attack (Andriushchenko et al. 2020): gradient-free random search, L-inf or L2, untargeted."""
+
+    norm: Norm = param("linf", doc="threat model: 'linf' (+-eps squares) or 'l2' (windows of mass moved "
+                                   "between places)")
+    eps: float = param(8 / 255, doc="radius of the perturbation ball, in [0, 1] pixel units",
+                       validator=non_negative)
+    queries: int = param(5000, doc="model queries per example (one initial + one per iteration; "
+                                   "AutoAttack: 5000)", validator=positive)
+    p_init: float = param(0.8, doc="initial fraction of pixels per square, halved on the reference "
+                                   "schedule (AutoAttack: 0.8)", validator=in_range(0, 1, low_open=True))
+    eot: int = param(1, doc="noise draws averaged per margin evaluation (stochastic models)", validator=positive)
+    seed: int = param(0, doc="seed of the random search")
+
+
+@attrs.define(kw_only=True)
+class TransferConfig(GradientAttackConfig):
+    """Transfer attack: APGD or PGD on a surrogate trained in setup; the attacked model is never queried."""
+
+    surrogate: object = component_param("model", default={"use": "lenet-5"},
+                                        doc="the surrogate's architecture: any registered model, e.g. "
+                                            "{ use = \"resnet-18\" }; trained from scratch in setup")
+    method: Literal["apgd", "pgd"] = param("apgd", doc="the white-box attack run on the surrogate")
+    steps: int = param(50, doc="iterations of that attack", validator=positive)
+    epochs: int = param(5, doc="surrogate training: epochs of Adam on the run's training set", validator=positive)
+    lr: float = param(1e-3, doc="surrogate training: Adam's learning rate", validator=positive)
+    train_batch_size: int = param(128, doc="surrogate training: batch size", validator=positive)
+    n_train: Optional[int] = param(None, doc="surrogate training: the first N training examples (default all)",
+                                   validator=positive)
+    seed: int = param(0, doc="seed of the surrogate's initialization, its training and the attack's starts")
 
 
 def register(register):
@@ -51,3 +108,9 @@ def register(register):
              doc="Fast gradient sign method (one step; linf or l2), untargeted or targeted.")
     register("pgd", "deepscope_standard.attacks:PGD", PGDConfig,
              doc="Projected gradient descent (linf or l2) with restarts and EOT, untargeted or targeted.")
+    register("apgd", "deepscope_standard.autopgd:APGD", APGDConfig,
+             doc="Auto-PGD (linf or l2; ce, dlr; APGD-T over the top-k classes) with restarts and EOT.")
+    register("transfer", "deepscope_standard.transfer:TransferAttack", TransferConfig,
+             doc="Transfer attack: APGD/PGD on a surrogate trained in setup; never queries the attacked model.")
+    register("square", "deepscope_standard.square_attack:SquareAttack", SquareConfig,
+             doc="Square attack (linf or l2; gradient-free random search; AutoAttack's 5000 queries, p_init 0.8).")
