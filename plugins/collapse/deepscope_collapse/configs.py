@@ -84,10 +84,14 @@ class TradesConfig(TrainConfig):
                                           "the standard trainer)")
     beta: float = param(6.0, doc="weight of the KL robustness term", validator=non_negative)
     eps: float = param(8 / 255, doc="radius of the inner maximization (inputs in [0, 1])", validator=non_negative)
-    step_size: float = param(2 / 255, doc="inner step size", validator=positive)
+    step_size: Optional[float] = param(None, doc="inner step size (default 2 * eps / steps, so an L2 step "
+                                                 "scales with eps; the reference CIFAR recipe sets 2/255)",
+                                       validator=positive)
     steps: int = param(10, doc="inner KL-ascent steps", validator=positive)
     norm: Literal["linf", "l2"] = param("linf", doc="threat model of the inner maximization")
     init_std: float = param(0.001, doc="start the inner ascent at x + init_std * N(0, I)", validator=non_negative)
+    clamp_start: bool = param(False, doc="project the random start onto [0, 1] before the first gradient (the "
+                                         "references do not: false)")
     attack_bn: Literal["eval", "train", "reference"] = param(
         "eval", doc="BN/dropout mode during the inner maximization: 'eval' (clean default; the outer loss runs "
                     "in train mode), 'train' (batch statistics, updates running stats), 'reference' (eval mode "

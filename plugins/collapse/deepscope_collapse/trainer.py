@@ -22,7 +22,7 @@ class TradesTrainer(StandardTrainer):
         def batch_loss(model, x, y):
             model.train(cfg.attack_bn == "train")
             x_adv = trades_perturb(model, x, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
-                                   norm=cfg.norm, init_std=cfg.init_std)
+                                   norm=cfg.norm, init_std=cfg.init_std, clamp_start=cfg.clamp_start)
             model.train(cfg.attack_bn != "reference")
             loss, logits, adv_logits = trades_loss(model, x, x_adv, y, cfg.beta, cfg.label_smoothing)
             labels = hard_labels(y)
