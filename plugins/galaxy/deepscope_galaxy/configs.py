@@ -129,8 +129,8 @@ class PrototypeGridConfig(ProbeConfig):
     """The synthetic images as class-labelled prototypes: one figure, and one image per class."""
 
     set: str = param("synthetic", doc="'synthetic' (the latest) or 'synthetic/<stage name>'")
-    clip_sigma: Optional[float] = param(2.5, doc="MTT's display clipping: each image clipped to mean +- this many "
-                                                 "stds before scaling to [0, 1] (none: de-normalize and clamp)",
+    clip_sigma: Optional[float] = param(2.5, doc="MTT's display: the set clipped to its mean +- this many stds, "
+                                                 "then each image scaled to [0, 1] (none: pixels clamped)",
                                         validator=positive)
     per_class: int = param(10, doc="images of each class shown (the first ones of the set)", validator=positive)
     per_class_files: bool = param(True, doc="also log prototypes/class_<k>.png, one per class")
@@ -154,15 +154,12 @@ class GZoo2Config(DatasetConfig):
 class GZoo2CatalogueConfig(GZoo2Config):
     """Builds the curated folders from the GZ2 catalogue table and a directory of JPEGs, then loads them."""
 
-    catalogue: str = param("", doc="the GZ2 catalogue table (CSV with dr7objid and the t.._fraction columns)")
-    images: str = param("", doc="directory of <id>.jpg cut-outs")
+    catalogue: str = param(doc="the GZ2 catalogue table (CSV with dr7objid and the t.._fraction columns)")
+    images: str = param(doc="directory of <id>.jpg cut-outs")
     per_class: int = param(600, doc="most confident images kept per class (official: 600)", validator=positive)
     id_column: str = param("dr7objid", doc="the catalogue column that names the images")
     suffix: str = param("fraction", doc="vote columns used: t.._<suffix> (fraction, weighted_fraction, debiased)")
 
     def __attrs_post_init__(self):
-        for key in ("catalogue", "images"):
-            if not getattr(self, key):
-                raise ValueError(f"'{key}' must be given: the path of the GZ2 {key} (see docs/galaxy.md)")
         if self.test_per_class >= self.per_class:
             raise ValueError(f"'test_per_class' ({self.test_per_class}) must be below 'per_class' ({self.per_class})")
