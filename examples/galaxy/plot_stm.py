@@ -7,6 +7,7 @@ lr_img over the iterations, with the stop marked. Reads the metrics `distill/<st
 from __future__ import annotations
 
 import argparse
+import re
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -29,12 +30,15 @@ def main() -> None:
     client = MlflowClient(tracking_uri=args.tracking_uri)
     experiment = client.get_experiment_by_name(args.experiment)
     runs = [r for r in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-            if (r.info.run_name or "").startswith(args.run_name) and r.info.status == "FINISHED"]
+            if (r.info.run_name or "").startswith(args.run_name) and r.info.status == "FINISHED"
+            and r.data.metrics.get(f"distill/{args.stage}/start_epoch_cap") is not None]
+    runs.sort(key=lambda r: int((re.search(r"ipc=(\d+)", r.info.run_name or "") or re.search("()", "")).group(1) or 0))
     fig = Figure(figsize=(11, 3.2 * len(runs)))
     FigureCanvasAgg(fig)
     for row, run in enumerate(runs):
         prefix = f"distill/{args.stage}"
-        label = f"{run.info.run_name} (ipc {run.data.params.get('stage.1.ipc', run.data.params.get('ipc', '?'))})"
+        found = re.search(r"ipc=(\d+)", run.info.run_name or "")
+        label = f"ipc {found.group(1)}" if found else (run.info.run_name or run.info.run_id)[:30]
         for col, (key, title) in enumerate((("start_epoch_cap", "start-epoch cap"),
                                             ("next_stage_loss", "next-stage validation loss"),
                                             ("lr_img", "lr_img (fine-tuning decays)"))):
@@ -49,7 +53,7 @@ def main() -> None:
                 ax.legend(loc="lower right", fontsize=7)
             if steps:
                 ax.axvline(steps[-1], color="0.5", ls=":", lw=1)
-            ax.set_title(f"{title}\n{label}", fontsize=8)
+            ax.set_title(f"{title}, {label}", fontsize=9)
             ax.set_xlabel("iteration", fontsize=8)
             ax.tick_params(labelsize=7)
     fig.tight_layout()
