@@ -167,3 +167,27 @@ def test_a_sigkilled_distillation_resumes_bit_identical(tmp_path, use, params, k
     history = client.get_metric_history(killed.info.run_id, "distill/d/grand_loss")
     steps = sorted(m.step for m in history)
     assert steps == list(range(1, len(steps) + 1)) and len(steps) > kill_at  # every iteration logged once
+
+
+CONCURRENT = """
+import sys
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, {here!r})
+from galaxy_testkit import host
+from deepscope.testing import run_toml
+result = run_toml({text!r}, host(), track=False)
+print("TRAINED", result.metrics["distill/d/experts/trained"], result.state.synthetic.extras["experts_key"])
+"""
+
+
+def test_concurrent_workers_train_the_experts_once(cache_dir):
+    text = pipeline(iterations=1, experts="{ num = 3, epochs = 4, batch = 20 }")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DEEPSCOPE_CACHE": str(cache_dir)}
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT.format(here=str(HERE), text=text)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+    reports = [line.split() for out, _ in outputs for line in out.splitlines() if line.startswith("TRAINED")]
+    assert sorted(float(r[1]) for r in reports) == [0.0, 3.0]  # one built the entry, the other waited and read it
+    assert reports[0][2] == reports[1][2]
