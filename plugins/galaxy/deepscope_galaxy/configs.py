@@ -9,7 +9,14 @@ import attrs
 from deepscope import DatasetConfig, DistillerConfig, ProbeConfig, in_range, non_negative, param, positive
 
 DSA_DEFAULT = "color_crop_cutout_flip_scale_rotate"
+DSA_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")  # DSA's ops (deepscope_standard.DSA)
 PixInit = Literal["real", "noise"]
+
+
+def dsa_strategy_ops(instance, attribute, value) -> None:
+    ops = [op for op in value.split("_") if op]
+    if not ops or any(op not in DSA_OPS for op in ops):
+        raise ValueError(f"'{attribute.name}' must be '_'-joined DSA ops from {list(DSA_OPS)}: {value!r}")
 
 
 @attrs.define(kw_only=True)
@@ -62,7 +69,7 @@ class MatchingConfig(DistillerConfig):
                                      validator=positive)
     pix_init: PixInit = param("real", doc="real (random real images of each class) or noise (standard normal)")
     dsa: bool = param(True, doc="DSA on every unrolled step (a fresh draw per step)")
-    dsa_strategy: str = param(DSA_DEFAULT, doc="'_'-joined DSA ops")
+    dsa_strategy: str = param(DSA_DEFAULT, doc="'_'-joined DSA ops", validator=dsa_strategy_ops)
     checkpoint_unroll: bool = param(False, doc="recompute each unrolled step's activations in the backward pass "
                                                "(memory no longer grows with the activations of N steps)")
     experts: dict = param(factory=dict, converter=lambda v: expert_table(v),

@@ -28,6 +28,7 @@ def test_importing_the_plugin_does_not_import_torch():
 @pytest.mark.parametrize("use,params,key", [
     ("mtt", dict(max_start_epoch=4, expert_epochs=2), "max_start_epoch"),
     ("mtt", dict(pix_init="zeros"), "pix_init"),
+    ("mtt", dict(dsa_strategy="color_blur"), "dsa_strategy"),
     ("stm", dict(max_start_epoch=4), "max_start_epoch"),
     ("stm", dict(init_epoch=5, max_start_epoch=3), "init_epoch"),
     ("stm", dict(lr_mode="independent-lr"), "lr_mode"),
