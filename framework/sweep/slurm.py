@@ -250,8 +250,9 @@ def reconcile(record: Any) -> dict[str, str]:
     open_points = {}
     for digest, point in record.points.items():
         job = str(point.get("job_id") or "")
-        if job and not job.startswith(("local:", "inline")) and record.status(digest).get("status") != "FINISHED":
-            open_points[digest] = job
+        status = record.status(digest).get("status")
+        if job and not job.startswith(("local:", "inline")) and status not in ("FINISHED", "PENDING"):
+            open_points[digest] = job  # PENDING: no status file, so its job id is an old submission's
     if not open_points:
         return {}
     states = task_states(list(open_points.values()))
@@ -262,7 +263,7 @@ def reconcile(record: Any) -> dict[str, str]:
         state = states.get(job)
         status = record.status(digest).get("status")
         if state is None:
-            if status not in TERMINAL and status != "PENDING":
+            if status not in TERMINAL:
                 labels[digest] = "UNKNOWN to SLURM"
             continue
         if state.ended:
