@@ -72,7 +72,7 @@ echo "Submitted batch job 4242"
 
 # sinfo -h -N -o '%N|%P|%c|%m|%G' and squeue answer with the files the test writes (nothing by default)
 FAKE_SINFO = '#!/bin/sh\ncat "$FAKE_SLURM_LOG/../sinfo.txt" 2>/dev/null || printf "g1|gpu-long|32|256000|gpu:a100:4(S:0-1)\\n"\n'
-FAKE_SQUEUE = '#!/bin/sh\ncat "$FAKE_SLURM_LOG/../squeue.txt" 2>/dev/null; exit 0\n'
+FAKE_SQUEUE = '#!/bin/sh\ncat "$FAKE_SLURM_LOG/../squeue.txt" 2>/dev/null || exit 1\n'
 
 
 @pytest.fixture
@@ -250,6 +250,21 @@ def test_status_shows_slurm_states_and_ends_points_slurm_ended(tmp_path, tmp_mlf
     assert "KILLED: slurm CANCELLED" in out
     for job in ("4242_0", "4242_1", "4242_2"):
         assert record.status(jobs[job])["status"] == "SUBMITTED"
+
+
+def test_points_slurm_has_forgotten_end_failed(tmp_path, tmp_mlflow, fake_slurm):
+    (tmp_path / "sweep.toml").write_text(SWEEP)
+    host = make_host(toy_plugin)
+    record, _, _ = submit_sweep(plan_sweep(tmp_path / "sweep.toml", host.registry, tmp_path / "sw"), host)
+    by_job = {p["job_id"]: h for h, p in record.points.items()}
+    assert {r["job_id"]: r.get("scheduler") for r in rows(record)} == dict.fromkeys(by_job)  # squeue down: no claim
+    (tmp_path / "squeue.txt").write_text("4242_0  RUNNING  0  None\n")  # the others were purged long ago
+    labels = {r["job_id"]: r.get("scheduler") for r in rows(record)}
+    assert labels == {"4242_0": "RUNNING", "4242_1": "GONE", "4242_2": "GONE", "4242_3": "GONE"}
+    assert record.status(by_job["4242_0"])["status"] == "SUBMITTED"
+    for job in ("4242_1", "4242_2", "4242_3"):
+        status = record.status(by_job[job])
+        assert status["status"] == "FAILED" and "no longer knows job " + job in status["error"]
 
 
 def test_task_state_labels():

@@ -214,20 +214,30 @@ def parse_sacct(text: str) -> dict[str, TaskState]:
     return out
 
 
+def squeue_text(arrays: list[str]) -> str | None:
+    """``squeue`` lines for these arrays ("" when SLURM knows none of them), None when it cannot answer."""
+    args = ["squeue", "-h", "-r", "-t", "all", "-j", ",".join(arrays), "-O", SQUEUE_FORMAT]
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode == 0:
+        return done.stdout
+    return "" if "invalid job id" in done.stderr.lower() else None  # every array already purged
+
+
 def task_states(job_ids: list[str]) -> dict[str, TaskState] | None:
     """Scheduler state of each job id (``4242_3``): squeue first, sacct for what squeue forgot.
 
-    None when squeue cannot be asked; job ids neither knows are left out.
+    None when squeue cannot be asked. A job id left out is one SLURM no longer knows: it ended
+    more than ``MinJobAge`` ago and accounting (sacct) is off or has no record of it.
     """
     arrays = sorted({j.split("_")[0] for j in job_ids})
     if not arrays:
         return {}
-    text = run_command(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(arrays), "-O", SQUEUE_FORMAT])
-    if text is None:  # one purged array makes squeue -j fail as a whole: ask array by array
-        if run_command(["squeue", "-h", "-o", "%i"]) is None:
-            return None  # no scheduler to ask
-        text = "".join(run_command(["squeue", "-h", "-r", "-t", "all", "-j", a, "-O", SQUEUE_FORMAT]) or ""
-                       for a in arrays)
+    text = squeue_text(arrays)
+    if text is None:
+        return None
     states = parse_squeue(text)
     missing = [j for j in job_ids if j not in states]
     if missing:
@@ -262,9 +272,12 @@ def reconcile(record: Any) -> dict[str, str]:
     for digest, job in open_points.items():
         state = states.get(job)
         status = record.status(digest).get("status")
-        if state is None:
+        if state is None:  # SLURM has forgotten the job, so it ended long ago
             if status not in TERMINAL:
-                labels[digest] = "UNKNOWN to SLURM"
+                record.write_status(digest, status="FAILED", slurm_state="UNKNOWN",
+                                    error=f"SLURM no longer knows job {job} and the point never wrote its end; "
+                                          f"see {record.dir / 'slurm'}")
+                labels[digest] = "GONE"
             continue
         if state.ended:
             if status not in TERMINAL:
