@@ -8,6 +8,7 @@ parallelism, states while running, a requeue that resumes, a cancel, exactly-onc
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -101,8 +102,9 @@ time = 10
 """
 
 
+@functools.lru_cache(maxsize=1)
 def cluster_conf() -> str | None:
-    """The SLURM_CONF of a running cluster: $SLURM_CONF, else the local cluster script's."""
+    """The SLURM_CONF of a running cluster: $SLURM_CONF, else the local cluster script's (asked once)."""
     conf = os.environ.get("SLURM_CONF") or str(Path(os.environ.get("DEEPSCOPE_SLURM_DIR", "/tmp/deepscope-slurm"))
                                                / "slurm.conf")
     if not Path(conf).exists() or shutil.which("sbatch") is None:

@@ -156,7 +156,6 @@ class SweepJob:
         self.sweep_dir = sweep_dir
 
     def __call__(self, digest: str) -> str:
-        from ..runner import sigterm_as_interrupt
         from .slurm import being_requeued
         from .worker import run_point, worker_host
 
@@ -165,7 +164,7 @@ class SweepJob:
             print(f"sweep point {digest} already FINISHED ({record.status(digest).get('run_id')}): nothing to do",
                   flush=True)
             return "FINISHED"
-        sigterm_as_interrupt()  # replaces submitit's SIGTERM bypass: stop now, resume on restart
+        previous = stop_on_first_sigterm()  # replaces submitit's SIGTERM bypass: stop now, resume on restart
         try:
             status = run_point(record, digest, worker_host())
         except KeyboardInterrupt:
@@ -174,7 +173,11 @@ class SweepJob:
                                     error="stopped by SIGTERM for a requeue; the restarted task resumes it")
                 print(f"sweep point {digest} stopped for a requeue", flush=True)
                 return "REQUEUED"
+            if not os.environ.get("SLURM_JOB_ID"):
+                raise  # Ctrl-C outside SLURM
             raise RuntimeError(f"sweep point {digest} was stopped by SIGTERM (scancel); it ended KILLED") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         if status != "FINISHED":
             raise RuntimeError(f"sweep point {digest} ended {status}; see {record.status_path(digest)}")
         return status
@@ -183,6 +186,16 @@ class SweepJob:
         import submitit
 
         return submitit.helpers.DelayedSubmission(SweepJob(self.sweep_dir), digest)
+
+
+def stop_on_first_sigterm() -> Any:
+    """SIGTERM raises KeyboardInterrupt once (the run ends KILLED); later ones are ignored so the cleanup
+    finishes. Returns the handler it replaced."""
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 class SlurmExecutor:
