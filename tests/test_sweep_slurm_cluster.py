@@ -205,6 +205,7 @@ def test_one_array_two_at_a_time_status_while_running_and_each_point_runs_once(c
     assert statuses(record) == ["FINISHED"] * 3
     assert most_running == 2  # --array=...%2 with 1-CPU tasks: two at a time, never three
     assert "RUNNING" in seen_running  # sweep status showed SLURM's state while the points ran
+    assert any(label.startswith("PENDING (") for label in seen_running)  # and why the third one waited
     runs = children(record)
     assert sorted(r.data.tags["deepscope.sweep.hash"] for r in runs) == sorted(record.points)
     assert all(r.info.status == "FINISHED" for r in runs)
