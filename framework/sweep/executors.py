@@ -12,6 +12,8 @@ then ``deepscope sweep status DIR`` reattaches). Workers run points through
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -259,8 +261,12 @@ class SlurmExecutor:
         record = submission.record
         gpus, cpus, problems = self.resources(submission)
         for problem in problems:
-            submission.print(f"[yellow]warning[/]: {problem}")
-            warnings.warn(problem, stacklevel=2)
+            if submission.console is not None:
+                from rich.markup import escape
+
+                submission.print(f"[yellow]warning[/]: {escape(problem)}")
+            else:
+                warnings.warn(problem, stacklevel=2)
         params = self.parameters(submission, gpus, cpus)
         folder = record.dir / "slurm" / "%j"
         executor = submitit.AutoExecutor(folder=folder, cluster=self.config.cluster,
@@ -269,12 +275,16 @@ class SlurmExecutor:
         hashes = list(submission.hashes)
         for digest in hashes:  # before submitting: a task that starts at once must not be overwritten
             record.write_status(digest, status="SUBMITTED")
+        said = io.StringIO()  # submitit prints a refusing sbatch's stderr: it goes into the explanation instead
         try:
-            jobs = executor.map_array(SweepJob(str(record.dir)), hashes)
+            with contextlib.redirect_stderr(said):
+                jobs = executor.map_array(SweepJob(str(record.dir)), hashes)
         except Exception as exc:  # sbatch refused: bad partition, account, limits...
             for digest in hashes:
                 record.status_path(digest).unlink(missing_ok=True)
             raise explain_sbatch_failure(exc, params) from None
+        if said.getvalue():
+            sys.stderr.write(said.getvalue())
         for digest, job in zip(hashes, jobs):
             record.set_job(digest, str(job.job_id))
         record.save()
