@@ -229,7 +229,7 @@ def test_one_array_two_at_a_time_status_while_running_and_each_point_runs_once(c
     assert again.data.get("parent_status") == "FINISHED"
 
 
-def test_requeue_resumes_exactly_scancel_ends_killed_and_resubmission_runs_only_the_rest(cluster):
+def test_requeue_resumes_exactly_scancel_ends_killed_and_resubmission_runs_only_what_is_not_in_flight(cluster):
     epochs = 6
     file = write_sweep(cluster, "requeue", [0, 1], epochs=epochs, nap_s=3)
     assert main(["sweep", str(file), "--dir", "sw"]) == 0
@@ -261,21 +261,21 @@ def test_requeue_resumes_exactly_scancel_ends_killed_and_resubmission_runs_only_
     wait_for("the cancelled run to end KILLED", lambda: client.get_run(run1).info.status == "KILLED", record)
     assert scheduler(cancelled) == "CANCELLED"
 
-    wait_for("the requeued point to finish", lambda: record.status(requeued).get("status") == "FINISHED", record)
+    # submit again while the requeued point waits: it is in flight and skipped, the KILLED one resumes
+    wait_for("the requeued point to be SUBMITTED again",
+             lambda: record.status(requeued).get("requeued") and record.status(requeued)["status"] != "KILLED",
+             record)
+    assert main(["sweep", str(file), "--dir", "sw"]) == 0
+    record = SweepRecord.open(cluster / "sw")
+    assert record.points[requeued]["job_id"] == requeued_job
+    assert record.points[cancelled]["job_id"].split("_")[0] != array
+
+    wait_for("both points to finish", lambda: statuses(record) == ["FINISHED", "FINISHED"], record)
     status = record.status(requeued)
     assert status["run_id"] == run0 and status["resumed"] is True  # the same MLflow run, continued
     assert loss_steps(record, run0) == list(range(1, epochs + 1))  # every epoch logged exactly once
     assert client.get_run(run0).info.status == "FINISHED"
     assert tasks(array)[requeued_job][1] == 1
-    assert [r.data.tags["deepscope.sweep.hash"] for r in children(record)].count(requeued) == 1
-
-    # submit again: the FINISHED point is skipped, the KILLED one resumes in its own run
-    assert main(["sweep", str(file), "--dir", "sw"]) == 0
-    record = SweepRecord.open(cluster / "sw")
-    assert record.points[requeued]["job_id"] == requeued_job
-    assert record.points[cancelled]["job_id"].split("_")[0] != array
-    wait_for("the resubmitted point to finish", lambda: record.status(cancelled).get("status") == "FINISHED",
-             record)
     assert record.status(cancelled)["run_id"] == run1
     assert loss_steps(record, run1) == list(range(1, epochs + 1))
     assert sorted(r.data.tags["deepscope.sweep.hash"] for r in children(record)) == sorted([requeued, cancelled])
