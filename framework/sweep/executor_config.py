@@ -28,8 +28,11 @@ class SlurmConfig:
 
     partition: Optional[str] = param(None, doc="SLURM partition")
     time: int = param(60, doc="time limit per point, in minutes", validator=positive)
-    gpus: int = param(1, doc="GPUs per job (--gpus-per-node)", validator=non_negative)
-    cpus: int = param(4, doc="CPUs per job (--cpus-per-task)", validator=positive)
+    gpus: Optional[int] = param(None, doc="GPUs per job (--gpus-per-node); default: 1 when the pipeline would use "
+                                          "CUDA (device auto or cuda) and sinfo shows GPUs in the partition, else 0",
+                                validator=non_negative)
+    cpus: Optional[int] = param(None, doc="CPUs per job (--cpus-per-task); default: 4, at most what a node of the "
+                                          "partition has (sinfo)", validator=positive)
     mem_gb: Optional[float] = param(None, doc="memory per job in GB")
     account: Optional[str] = param(None, doc="SLURM account")
     qos: Optional[str] = param(None, doc="quality of service")

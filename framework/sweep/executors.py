@@ -12,11 +12,14 @@ then ``deepscope sweep status DIR`` reattaches). Workers run points through
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from typing import Any
 
 import attrs
@@ -140,21 +143,43 @@ class LocalExecutor:
 
 
 class SweepJob:
-    """The callable submitit pickles for each array task: runs one point by its hash.
+    """The callable submitit pickles for each array task: runs one point by its hash, exactly once.
 
-    On preemption or timeout submitit calls :meth:`checkpoint`, which requeues
-    the same point; the requeued job finds the point's run id in its status file
-    and resumes that run from its last checkpoint.
+    A task whose point already ended FINISHED (a requeue that landed after the point finished, a
+    resubmission) returns at once: no second MLflow run. SIGTERM from the scheduler stops the run
+    at once (submitit alone would log "Bypassing signal SIGTERM" and train on through the kill-wait):
+    on ``scancel`` the point and its MLflow run end KILLED; on a requeue (``scontrol requeue``,
+    preemption) the point goes back to SUBMITTED and the restarted task resumes the same MLflow run
+    from its last checkpoint. On submitit's timeout signal (USR2) :meth:`checkpoint` requeues the
+    same point, which resumes the same way.
     """
 
     def __init__(self, sweep_dir: str):
         self.sweep_dir = sweep_dir
 
     def __call__(self, digest: str) -> str:
+        from .slurm import being_requeued
         from .worker import run_point, worker_host
 
         record = SweepRecord.open(self.sweep_dir)
-        status = run_point(record, digest, worker_host())
+        if record.status(digest).get("status") == "FINISHED":
+            print(f"sweep point {digest} already FINISHED ({record.status(digest).get('run_id')}): nothing to do",
+                  flush=True)
+            return "FINISHED"
+        previous = stop_on_first_sigterm()  # replaces submitit's SIGTERM bypass: stop now, resume on restart
+        try:
+            status = run_point(record, digest, worker_host())
+        except KeyboardInterrupt:
+            if being_requeued():
+                record.write_status(digest, status="SUBMITTED", requeued=True,
+                                    error="stopped by SIGTERM for a requeue; the restarted task resumes it")
+                print(f"sweep point {digest} stopped for a requeue", flush=True)
+                return "REQUEUED"
+            if not os.environ.get("SLURM_JOB_ID"):
+                raise  # Ctrl-C outside SLURM
+            raise RuntimeError(f"sweep point {digest} was stopped by SIGTERM (scancel); it ended KILLED") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         if status != "FINISHED":
             raise RuntimeError(f"sweep point {digest} ended {status}; see {record.status_path(digest)}")
         return status
@@ -165,8 +190,23 @@ class SweepJob:
         return submitit.helpers.DelayedSubmission(SweepJob(self.sweep_dir), digest)
 
 
+def stop_on_first_sigterm() -> Any:
+    """SIGTERM raises KeyboardInterrupt once (the run ends KILLED); later ones are ignored so the cleanup
+    finishes. Returns the handler it replaced."""
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
 class SlurmExecutor:
-    """One SLURM job array through submitit; returns as soon as the array is submitted."""
+    """One SLURM job array through submitit; returns as soon as the array is submitted.
+
+    Unset ``gpus`` and ``cpus`` are fitted to the partition's nodes (``sinfo``, see
+    :func:`deepscope.sweep.slurm.default_resources`); a request no node can satisfy is warned about
+    at submission, and a refused ``sbatch`` becomes one :class:`DeepscopeError` naming the key.
+    """
 
     detaches = True
 
@@ -175,16 +215,30 @@ class SlurmExecutor:
 
         self.config = config if config is not None else SlurmConfig()
 
-    def parameters(self, submission: Submission) -> dict[str, Any]:
+    def resources(self, submission: Submission) -> tuple[int, int, list[str]]:
+        """(gpus, cpus, warnings) for one task, from the config and what the partition's nodes have."""
+        from .slurm import default_resources, partition_nodes, request_problems
+
         cfg = self.config
+        if cfg.cluster != "slurm":
+            return (cfg.gpus or 0), (cfg.cpus or 4), []
+        nodes = partition_nodes(cfg.partition)
+        gpus, cpus = default_resources(cfg.gpus, cfg.cpus, nodes, point_devices(submission))
+        return gpus, cpus, request_problems(cfg.partition, nodes, cpus=cpus, gpus=gpus, mem_gb=cfg.mem_gb)
+
+    def parameters(self, submission: Submission, gpus: int | None = None, cpus: int | None = None) -> dict[str, Any]:
+        cfg = self.config
+        gpus = (cfg.gpus or 0) if gpus is None else gpus
+        cpus = (cfg.cpus or 4) if cpus is None else cpus
         params: dict[str, Any] = {
             "name": f"deepscope-{submission.record.data.get('name', 'sweep')}",
             "timeout_min": cfg.time,
-            "gpus_per_node": cfg.gpus,
-            "cpus_per_task": cfg.cpus,
+            "cpus_per_task": cpus,
             "tasks_per_node": 1,
             "nodes": 1,
         }
+        if gpus:
+            params["gpus_per_node"] = gpus
         if cfg.mem_gb is not None:
             params["mem_gb"] = cfg.mem_gb
         if cfg.cluster == "slurm":
@@ -202,22 +256,51 @@ class SlurmExecutor:
             import submitit
         except ImportError:
             raise DeepscopeError("the slurm executor needs submitit: pip install 'deepscope[slurm]'") from None
+        from .slurm import explain_sbatch_failure
+
         record = submission.record
+        gpus, cpus, problems = self.resources(submission)
+        for problem in problems:
+            if submission.console is not None:
+                from rich.markup import escape
+
+                submission.print(f"[yellow]warning[/]: {escape(problem)}")
+            else:
+                warnings.warn(problem, stacklevel=2)
+        params = self.parameters(submission, gpus, cpus)
         folder = record.dir / "slurm" / "%j"
         executor = submitit.AutoExecutor(folder=folder, cluster=self.config.cluster,
                                          slurm_max_num_timeout=self.config.max_requeues)
-        executor.update_parameters(**self.parameters(submission))
+        executor.update_parameters(**params)
         hashes = list(submission.hashes)
         for digest in hashes:  # before submitting: a task that starts at once must not be overwritten
             record.write_status(digest, status="SUBMITTED")
+        said = io.StringIO()  # submitit prints a refusing sbatch's stderr: it goes into the explanation instead
         try:
-            jobs = executor.map_array(SweepJob(str(record.dir)), hashes)
+            with contextlib.redirect_stderr(said):
+                jobs = executor.map_array(SweepJob(str(record.dir)), hashes)
         except Exception as exc:  # sbatch refused: bad partition, account, limits...
             for digest in hashes:
                 record.status_path(digest).unlink(missing_ok=True)
-            raise DeepscopeError(f"submitting the job array failed: {exc}") from None
+            raise explain_sbatch_failure(exc, params) from None
+        if said.getvalue():
+            sys.stderr.write(said.getvalue())
         for digest, job in zip(hashes, jobs):
             record.set_job(digest, str(job.job_id))
         record.save()
         submission.print(f"submitted {len(jobs)} points as job array {jobs[0].job_id.split('_')[0] if jobs else '-'}"
-                         f"; follow it with: deepscope sweep status {record.dir}")
+                         f" ({cpus} CPUs, {gpus} GPUs each); follow it with: deepscope sweep status {record.dir}")
+
+
+def point_devices(submission: Submission) -> list[str]:
+    """The ``[run] device`` of every point to submit (read from the resolved configs)."""
+    import tomllib
+
+    devices = []
+    for digest in submission.hashes:
+        try:
+            doc = tomllib.loads(submission.record.config_path(digest).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        devices.append(str(doc.get("run", {}).get("device", "auto")))
+    return devices

@@ -1,7 +1,9 @@
 """``deepscope sweep status`` and ``collect``: points, their status and chosen metrics, and a CSV.
 
-Both read only the sweep directory (no MLflow, no scheduler), so they are
-quick on a login node; once every point has ended they also close the parent run.
+Both read the sweep directory (no MLflow), so they are quick on a login node; for a slurm
+sweep they also ask the scheduler about the points not yet FINISHED (``deepscope.sweep.slurm``),
+show its state and reason, and mark points SLURM ended before they could. Once every point has
+ended they also close the parent run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ STATUS_STYLE = {"FINISHED": "green", "FAILED": "red", "KILLED": "red", "RUNNING"
 def rows(record: SweepRecord) -> list[dict[str, Any]]:
     """One dict per point: index, hash, each swept key, status, run_id, job_id and every final metric."""
     out = []
+    scheduler = _scheduler_labels(record)
     for digest, point in record.ordered():
         status = record.status(digest)
         row: dict[str, Any] = {"point": point["index"], "hash": digest}
@@ -26,8 +29,19 @@ def rows(record: SweepRecord) -> list[dict[str, Any]]:
         row["run_id"] = status.get("run_id") or ""
         row["job_id"] = status.get("job_id") or point.get("job_id") or ""
         row["metrics"] = status.get("metrics") or {}
+        if digest in scheduler:
+            row["scheduler"] = scheduler[digest]
         out.append(row)
     return out
+
+
+def _scheduler_labels(record: SweepRecord) -> dict[str, str]:
+    """SLURM's view (``PENDING (Resources)``, ``REQUEUED``...) of a slurm sweep's unfinished points."""
+    if record.data.get("executor") != "slurm":
+        return {}
+    from .slurm import reconcile
+
+    return reconcile(record)
 
 
 def chosen_metrics(record: SweepRecord, table: list[dict[str, Any]], limit: int = 4) -> list[str]:
@@ -72,6 +86,8 @@ def render(record: SweepRecord, table: list[dict[str, Any]], console: Any, title
     for r in table:
         style = STATUS_STYLE.get(r["status"], "")
         status = f"[{style}]{r['status']}[/]" if style else r["status"]
+        if r.get("scheduler") and r["scheduler"] != r["status"]:  # e.g. SUBMITTED: PENDING (PartitionConfig)
+            status += f": slurm {r['scheduler']}"
         values = []
         for m in metrics:
             v = r["metrics"].get(m)
