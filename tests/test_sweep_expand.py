@@ -138,7 +138,7 @@ def test_executor_table_is_checked_by_its_config_class(registry):
     spec, _ = expand(BASE + '[sweep]\nexecutor = "slurm"\n[sweep.grid]\n"run.seed" = [1]\n'
                             '[sweep.slurm]\npartition = "gpu"\ntime = 30\n', registry)
     assert spec.executor == "slurm"
-    assert (spec.executor_config.partition, spec.executor_config.time, spec.executor_config.gpus) == ("gpu", 30, 1)
+    assert (spec.executor_config.partition, spec.executor_config.time, spec.executor_config.gpus) == ("gpu", 30, None)
 
 
 def test_plan_names_its_directory_after_the_run(registry, tmp_path):
