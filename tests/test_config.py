@@ -286,3 +286,29 @@ def test_two_stages_may_not_log_under_the_same_key(registry):
     renamed = text.replace('name = "shift-small"\neps = 0.3', 'name = "shift-large"\neps = 0.3')
     assert [s.key for s in parse_pipeline(renamed, registry).stages][-2:] == ["attack/shift-small",
                                                                              "attack/shift-large"]
+
+
+def test_a_nested_attrs_config_resolves_to_toml_tables():
+    """A component whose config holds another attrs config (e.g. an expert recipe) logs and hashes as
+    plain TOML data, not as an object the TOML writer refuses."""
+    import attrs
+
+    from deepscope.config.components import ComponentSpec
+
+    @attrs.define
+    class Recipe:
+        epochs: int = 3
+        milestones: tuple = (1, 2)
+
+    @attrs.define
+    class Outer:
+        recipe: Recipe = attrs.Factory(Recipe)
+        recipes: list = attrs.Factory(lambda: [Recipe(epochs=5)])
+
+    spec = ComponentSpec("distiller", "x", component=None, config=Outer(), path="$.stage[0]")
+    resolved = spec.resolved()
+    assert resolved == {"use": "x", "recipe": {"epochs": 3, "milestones": [1, 2]},
+                        "recipes": [{"epochs": 5, "milestones": [1, 2]}]}
+    import tomli
+
+    assert tomli.loads(dump_toml(resolved)) == resolved

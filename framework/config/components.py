@@ -119,12 +119,21 @@ def _config_to_dict(config: Any) -> dict:
         if not f.init:
             continue
         value = getattr(config, f.name)
-        if isinstance(value, ComponentSpec):
-            value = value.resolved()
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[f.alias or f.name] = value
+        out[f.alias or f.name] = _plain_value(value)
     return out
+
+
+def _plain_value(value: Any) -> Any:
+    """A config value as TOML data: nested component specs resolved, nested attrs configs as tables."""
+    if isinstance(value, ComponentSpec):
+        return value.resolved()
+    if attrs.has(type(value)):
+        return _config_to_dict(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain_value(v) for k, v in value.items()}
+    return value
 
 
 def structure_component(registry: Registry | None, kind: str, table: Any, path: str,
