@@ -67,7 +67,7 @@ use = "collapse-tiny"
 use = "collapse-mlp"
 """
 
-NC = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4")
+NC = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "cdnv", "etf_error", "etf_error_w")
 
 
 def test_periodic_probe_logs_every_epoch_on_clean_attacked_and_noisy_data(host, tmp_mlflow):
