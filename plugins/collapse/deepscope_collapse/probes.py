@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .measure import attacked_inputs, class_means, noisy_inputs, scatter, target_labels
+from .measure import attacked_inputs, class_means, leaps, noisy_inputs, scatter, target_labels
 from .metrics import collapse_metrics, simplex_alignment
 from .taps import PENULTIMATE, FeatureTaps
 
@@ -59,6 +59,22 @@ def metric_prefix(set_name: str, layer: str) -> str:
     return f"{set_name}/" if layer == PENULTIMATE else f"{set_name}/layer/{layer}/"
 
 
+RELIABILITY_COLUMNS = ("nc1", "cdnv", "etf_error", "ncc_label_acc", "ncc_clean_acc", "fooled", "leap",
+                       "stay", "align/angle_centred")
+
+
+def reliability_rows(metrics: dict[str, float], set_names: list[str], layers: list[str]) -> list[dict]:
+    """One row per (set, layer), in forward order: the per-layer simplex reliability table."""
+    rows = []
+    for name in set_names:
+        for depth, layer in enumerate(layers):
+            prefix = metric_prefix(name, layer)
+            row = {"set": name, "depth": depth, "layer": layer, "net_acc": metrics[f"{name}/net_acc"]}
+            row.update({col: metrics[prefix + col] for col in RELIABILITY_COLUMNS if prefix + col in metrics})
+            rows.append(row)
+    return rows
+
+
 class NeuralCollapseProbe:
     """NC1-NC4 (and clean-vs-perturbed simplex alignment) at the penultimate layer or every block."""
 
@@ -94,13 +110,16 @@ class NeuralCollapseProbe:
                     metrics.update({metric_prefix(name, layer) + k: v for k, v in nc.items()})
                 if name == "clean":
                     continue
+                leap = leaps(taps, means["clean"], x, xs, y, cfg.batch_size, state.device)
                 for layer in taps.names:
+                    metrics.update({metric_prefix(name, layer) + k: v for k, v in leap[layer].metrics().items()})
                     align = simplex_alignment(means["clean"][layer], means[name][layer])
                     metrics.update({metric_prefix(name, layer) + f"align/{k}": float(v.mean())
                                     for k, v in align.items()})
                     if layer == PENULTIMATE:
                         per_class[name] = {k: v.tolist() for k, v in align.items()}
         self._record(state, ctx, metrics, per_class, taps.names)
+        ctx.log_table(f"layer_reliability_epoch{state.epoch:04d}", reliability_rows(metrics, list(sets), taps.names))
         return metrics
 
     def _record(self, state, ctx, metrics, per_class, layers) -> None:
