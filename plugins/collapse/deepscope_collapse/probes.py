@@ -8,8 +8,11 @@ from typing import Any
 
 import torch
 
+from deepscope import ConfigError
+
 from .measure import attacked_inputs, class_means, leaps, noisy_inputs, scatter, target_labels
 from .metrics import collapse_metrics, simplex_alignment
+from .recorded import recorded_perturbations
 from .taps import PENULTIMATE, FeatureTaps
 
 HISTORY_KEY = "deepscope_collapse/history"
@@ -90,6 +93,15 @@ class NeuralCollapseProbe:
         model = state.model
         x, y = state.data.tensors(cfg.split, cfg.n_examples)
         sets = measured_sets(cfg, state, x, y, nc_labels=True)
+        clean_rows = {name: (x, y) for name in sets}
+        if cfg.train_perturbations:
+            kept = recorded_perturbations(state)
+            if kept is None:
+                raise ConfigError("'train_perturbations' is true but no training perturbations were kept: train "
+                                  "first with a trainer that keeps them (use = \"trades\" with keep_perturbations "
+                                  "= N > 0), or set train_perturbations = false", key="train_perturbations")
+            sets["train_adv"] = (kept[1], kept[2])
+            clean_rows["train_adv"] = (kept[0], kept[2])
         taps = FeatureTaps(model, cfg.layers, cfg.spatial)
         weight = model.classifier.weight
         metrics: dict[str, float] = {}
@@ -99,7 +111,7 @@ class NeuralCollapseProbe:
             for name, (xs, labels) in sets.items():
                 means[name] = class_means(taps, xs, labels, state.info.num_classes, cfg.batch_size, state.device)
                 scat, acc = scatter(taps, means[name], xs, labels, cfg.batch_size, state.device)
-                if labels is y:
+                if labels is y or name == "train_adv":
                     metrics[f"{name}/net_acc"] = acc
                 else:  # targeted: NC uses the target labels, so `acc` is the attack's success rate
                     metrics[f"{name}/target_success"] = acc
@@ -110,7 +122,8 @@ class NeuralCollapseProbe:
                     metrics.update({metric_prefix(name, layer) + k: v for k, v in nc.items()})
                 if name == "clean":
                     continue
-                leap = leaps(taps, means["clean"], x, xs, y, cfg.batch_size, state.device)
+                leap = leaps(taps, means["clean"], clean_rows[name][0], xs, clean_rows[name][1], cfg.batch_size,
+                             state.device)
                 for layer in taps.names:
                     metrics.update({metric_prefix(name, layer) + k: v for k, v in leap[layer].metrics().items()})
                     align = simplex_alignment(means["clean"][layer], means[name][layer])

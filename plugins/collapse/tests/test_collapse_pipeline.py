@@ -291,3 +291,56 @@ def test_identity_attack_fools_nobody_so_no_leap_is_logged(host):
     assert m[f"{p}/clean/net_acc"] < 1.0  # clean errors exist, and they must not count as fooled
     assert m[f"{p}/perturbed/fooled"] == 0.0
     assert f"{p}/perturbed/leap" not in m and f"{p}/perturbed/stay" not in m
+
+
+TRADES_KEEPING = """
+[[stage]]
+do = "train"
+use = "trades"
+epochs = 2
+lr = 0.05
+eps = 0.1
+steps = 3
+keep_perturbations = 40
+"""
+
+
+def test_probe_measures_on_the_perturbations_the_trades_trainer_made(host):
+    r = run_toml(HEAD + TRADES_KEEPING + """probes = [{ use = "neural-collapse", train_perturbations = true, every = 1 }]
+[[stage]]
+do = "probe"
+use = "neural-collapse"
+train_perturbations = true
+""", host, track=False)
+    from deepscope_collapse.recorded import TRAIN_PERTURBATIONS_KEY
+
+    kept = r.state.extras[TRAIN_PERTURBATIONS_KEY]
+    # the second epoch's record (state.epoch was 1 while it trained), the first 40 rows only
+    assert kept["epoch"] == 1 and len(kept["y"]) == len(kept["x"]) == len(kept["x_adv"]) == 40
+    delta = kept["x_adv"] - kept["x"]
+    assert float(delta.abs().max()) <= 0.1 + 1e-6 and float(delta.abs().max()) > 0
+    assert float(kept["x_adv"].min()) >= 0.0 and float(kept["x_adv"].max()) <= 1.0
+    # the kept clean rows are training examples with their labels
+    x, y = r.state.data.tensors("train")
+    rows = [int(torch.nonzero((x == row).flatten(1).all(1))[0]) for row in kept["x"]]
+    assert torch.equal(y[rows], kept["y"])
+    # the probe's train_adv metrics are those of the kept rows (brute force on the final model)
+    m, p = r.metrics, "probe/neural-collapse"
+    model = r.state.model.eval()
+    with torch.no_grad():
+        acc = float((model(kept["x_adv"]).argmax(1) == kept["y"]).double().mean())
+    assert m[f"{p}/train_adv/net_acc"] == pytest.approx(acc, abs=1e-12)
+    fooled, leaped, _, near_true = brute_force_leap(model, x, y, kept["x_adv"], kept["y"])
+    assert m[f"{p}/train_adv/ncc_clean_acc"] == pytest.approx(near_true / 40, abs=1e-12)
+    if fooled:
+        assert m[f"{p}/train_adv/leap"] == pytest.approx(leaped / fooled, abs=1e-12)
+    assert math.isfinite(m[f"{p}/train_adv/nc1"])
+    history = r.state.extras["deepscope_collapse/history"][p]
+    assert [h["epoch"] for h in history] == [1, 2, 2]  # periodic after each epoch, then the probe stage
+    assert all(math.isfinite(h["train_adv/nc1"]) for h in history)
+
+
+def test_train_perturbations_without_a_keeping_trainer_is_a_config_error(host):
+    with pytest.raises(ConfigError) as err:
+        run_probe_stage(host, "train_perturbations = true")
+    assert "train_perturbations" in str(err.value) and "keep_perturbations" in str(err.value)
