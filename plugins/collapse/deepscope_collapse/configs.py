@@ -52,6 +52,9 @@ class NeuralCollapseConfig(PerturbationParams):
         True, doc="NC1 = Tr(Sw Sb^+) / C (PNAS definition); false gives Tr(Sw Sb^+) as in the "
                   "robust_neural_collapse and Papyan/Han code")
     plots: bool = param(True, doc="log the NC trajectory (and per-layer profile) as PNG artifacts")
+    train_perturbations: bool = param(
+        False, doc="also measure on the x_adv the trainer made in its last epoch (set 'train_adv'), as the "
+                   "official code does for PGD-AT and TRADES; needs a trainer with keep_perturbations > 0")
 
     def __attrs_post_init__(self):
         self.check_noise()
@@ -90,6 +93,9 @@ class TradesConfig(TrainConfig):
     steps: int = param(10, doc="inner KL-ascent steps", validator=positive)
     norm: Literal["linf", "l2"] = param("linf", doc="threat model of the inner maximization")
     init_std: float = param(0.001, doc="start the inner ascent at x + init_std * N(0, I)", validator=non_negative)
+    keep_perturbations: int = param(
+        0, doc="keep the first N (x, x_adv, y) of every epoch for the neural-collapse probe's "
+               "train_perturbations set (0: keep none)", validator=non_negative)
     clamp_start: bool = param(False, doc="project the random start onto [0, 1] before the first gradient (the "
                                          "references do not: false)")
     attack_bn: Literal["eval", "train", "reference"] = param(

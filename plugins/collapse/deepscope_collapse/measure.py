@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from .leap import LeapAccumulator
 from .metrics import MeanAccumulator, ScatterAccumulator
 from .taps import FeatureTaps
 
@@ -69,3 +70,21 @@ def scatter(taps: FeatureTaps, means: dict[str, MeanAccumulator], x: torch.Tenso
         for name, acc in accs.items():
             acc.update(feats[name], lb, logits)
     return accs, hits / max(1, len(x))
+
+
+@torch.no_grad()
+def leaps(taps: FeatureTaps, clean_means: dict[str, MeanAccumulator], x: torch.Tensor, x_adv: torch.Tensor,
+          y: torch.Tensor, batch_size: int, device: torch.device) -> dict[str, LeapAccumulator]:
+    """Per-layer leap counts of perturbed inputs against the clean class means (true labels ``y``).
+
+    ``x`` are the clean inputs row for row: an example counts as fooled only if its clean input is
+    classified right.
+    """
+    accs = {name: LeapAccumulator(m) for name, m in clean_means.items()}
+    for start in range(0, len(x_adv), batch_size):
+        clean_logits = taps.network(x[start:start + batch_size].to(device))
+        logits, feats = taps(x_adv[start:start + batch_size].to(device))
+        lb = y[start:start + batch_size].to(device)
+        for name, acc in accs.items():
+            acc.update(feats[name], lb, logits, clean_logits)
+    return accs

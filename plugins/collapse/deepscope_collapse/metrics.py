@@ -75,6 +75,7 @@ class ScatterAccumulator:
         self.row_of[self.class_ids] = torch.arange(len(self.class_ids), device=self.means.device)
         self.projected_sq = 0.0
         self.trace_sw = 0.0
+        self.class_sq = torch.zeros(len(self.class_ids), dtype=torch.float64, device=self.means.device)
         self.n = 0
         self.ncc_correct = 0
         self.ncc_agree = 0
@@ -92,6 +93,8 @@ class ScatterAccumulator:
         residual = h - self.means.to(h.device)[self.row_of.to(h.device)[labels]]
         self.projected_sq += float((residual @ self.proj.to(h.device).T).pow(2).sum())
         self.trace_sw += float(residual.pow(2).sum())
+        rows = self.row_of.to(h.device)[labels]
+        self.class_sq = self.class_sq.to(h.device).index_add_(0, rows, residual.pow(2).sum(1))
         self.n += len(labels)
         pred = self.ncc_predict(h)
         self.ncc_correct += int((pred == labels).sum())
@@ -122,9 +125,44 @@ def self_duality(weight: torch.Tensor, centred_means: torch.Tensor) -> float:
     return float((w / w.norm() - m / m.norm()).pow(2).sum())
 
 
+def class_variances(means: MeanAccumulator, scatter: ScatterAccumulator) -> torch.Tensor:
+    """Per present class, the mean squared distance of its features to its class mean."""
+    counts = means.counts[scatter.present].to(scatter.class_sq.device)
+    return scatter.class_sq / counts
+
+
+def cdnv(class_means: torch.Tensor, variances: torch.Tensor) -> float:
+    """Class-distance normalized variance (Galanti et al., 2022), averaged over pairs c < c'.
+
+    CDNV(c, c') = (Var_c + Var_c') / (2 ||mu_c - mu_c'||^2); it goes to 0 under
+    collapse and, unlike NC1, needs no pseudo-inverse.
+    """
+    mu = class_means.double()
+    v = variances.double().to(mu.device)
+    i, j = torch.triu_indices(len(mu), len(mu), offset=1, device=mu.device)
+    dist_sq = (mu[i] - mu[j]).pow(2).sum(1)
+    return float(((v[i] + v[j]) / (2.0 * dist_sq)).mean())
+
+
+def etf_error(vectors: torch.Tensor) -> float:
+    """|| G / ||G||_F - (I - 11^T / C) / sqrt(C - 1) ||_F with G the Gram matrix of the rows.
+
+    The normalized Gram matrix of a simplex ETF is (I - 11^T/C) / sqrt(C - 1), so
+    the error is 0 exactly there, whatever the scale or rotation (Zhu et al., 2021).
+    """
+    v = vectors.double()
+    c = v.shape[0]
+    gram = v @ v.T
+    target = (torch.eye(c, dtype=torch.float64, device=v.device) - 1.0 / c) / math.sqrt(c - 1)
+    return float((gram / gram.norm() - target).norm())
+
+
 def collapse_metrics(means: MeanAccumulator, scatter: ScatterAccumulator, weight: torch.Tensor | None = None,
                      divide_by_classes: bool = True) -> dict[str, float]:
-    """NC1-NC4 from the two accumulators; NC2 on W and NC3 only when the classifier ``weight`` is given."""
+    """NC1-NC4, CDNV and the ETF error from the two accumulators.
+
+    NC2 on W, the ETF error of W and NC3 only when the classifier ``weight`` is given.
+    """
     present = scatter.present
     c = int(present.sum())
     centred = scatter.means - scatter.global_mean
@@ -135,6 +173,8 @@ def collapse_metrics(means: MeanAccumulator, scatter: ScatterAccumulator, weight
         "nc2_equiangular": coherence(centred),
         "within_trace": scatter.trace_sw / scatter.n,
         "ncc_label_acc": scatter.ncc_correct / scatter.n,
+        "cdnv": cdnv(scatter.means, class_variances(means, scatter)),
+        "etf_error": etf_error(centred),
     }
     if scatter.n_logits:
         out["nc4"] = 1.0 - scatter.ncc_agree / scatter.n_logits
@@ -142,6 +182,7 @@ def collapse_metrics(means: MeanAccumulator, scatter: ScatterAccumulator, weight
         w = weight.detach().double()[present.to(weight.device)]
         out["nc2_equinorm_w"] = equinorm(w)
         out["nc2_equiangular_w"] = coherence(w)
+        out["etf_error_w"] = etf_error(w)
         out["nc3"] = self_duality(w, centred)
     return out
 

@@ -8,8 +8,11 @@ from typing import Any
 
 import torch
 
-from .measure import attacked_inputs, class_means, noisy_inputs, scatter, target_labels
+from deepscope import ConfigError
+
+from .measure import attacked_inputs, class_means, leaps, noisy_inputs, scatter, target_labels
 from .metrics import collapse_metrics, simplex_alignment
+from .recorded import recorded_perturbations
 from .taps import PENULTIMATE, FeatureTaps
 
 HISTORY_KEY = "deepscope_collapse/history"
@@ -59,6 +62,22 @@ def metric_prefix(set_name: str, layer: str) -> str:
     return f"{set_name}/" if layer == PENULTIMATE else f"{set_name}/layer/{layer}/"
 
 
+RELIABILITY_COLUMNS = ("nc1", "cdnv", "etf_error", "ncc_label_acc", "ncc_clean_acc", "fooled", "leap",
+                       "stay", "align/angle_centred")
+
+
+def reliability_rows(metrics: dict[str, float], set_names: list[str], layers: list[str]) -> list[dict]:
+    """One row per (set, layer), in forward order: the per-layer simplex reliability table."""
+    rows = []
+    for name in set_names:
+        for depth, layer in enumerate(layers):
+            prefix = metric_prefix(name, layer)
+            row = {"set": name, "depth": depth, "layer": layer, "net_acc": metrics[f"{name}/net_acc"]}
+            row.update({col: metrics[prefix + col] for col in RELIABILITY_COLUMNS if prefix + col in metrics})
+            rows.append(row)
+    return rows
+
+
 class NeuralCollapseProbe:
     """NC1-NC4 (and clean-vs-perturbed simplex alignment) at the penultimate layer or every block."""
 
@@ -74,6 +93,15 @@ class NeuralCollapseProbe:
         model = state.model
         x, y = state.data.tensors(cfg.split, cfg.n_examples)
         sets = measured_sets(cfg, state, x, y, nc_labels=True)
+        clean_rows = {name: (x, y) for name in sets}
+        if cfg.train_perturbations:
+            kept = recorded_perturbations(state)
+            if kept is None:
+                raise ConfigError("'train_perturbations' is true but no training perturbations were kept: train "
+                                  "first with a trainer that keeps them (use = \"trades\" with keep_perturbations "
+                                  "= N > 0), or set train_perturbations = false", key="train_perturbations")
+            sets["train_adv"] = (kept[1], kept[2])
+            clean_rows["train_adv"] = (kept[0], kept[2])
         taps = FeatureTaps(model, cfg.layers, cfg.spatial)
         weight = model.classifier.weight
         metrics: dict[str, float] = {}
@@ -83,7 +111,7 @@ class NeuralCollapseProbe:
             for name, (xs, labels) in sets.items():
                 means[name] = class_means(taps, xs, labels, state.info.num_classes, cfg.batch_size, state.device)
                 scat, acc = scatter(taps, means[name], xs, labels, cfg.batch_size, state.device)
-                if labels is y:
+                if labels is y or name == "train_adv":
                     metrics[f"{name}/net_acc"] = acc
                 else:  # targeted: NC uses the target labels, so `acc` is the attack's success rate
                     metrics[f"{name}/target_success"] = acc
@@ -94,13 +122,17 @@ class NeuralCollapseProbe:
                     metrics.update({metric_prefix(name, layer) + k: v for k, v in nc.items()})
                 if name == "clean":
                     continue
+                leap = leaps(taps, means["clean"], clean_rows[name][0], xs, clean_rows[name][1], cfg.batch_size,
+                             state.device)
                 for layer in taps.names:
+                    metrics.update({metric_prefix(name, layer) + k: v for k, v in leap[layer].metrics().items()})
                     align = simplex_alignment(means["clean"][layer], means[name][layer])
                     metrics.update({metric_prefix(name, layer) + f"align/{k}": float(v.mean())
                                     for k, v in align.items()})
                     if layer == PENULTIMATE:
                         per_class[name] = {k: v.tolist() for k, v in align.items()}
         self._record(state, ctx, metrics, per_class, taps.names)
+        ctx.log_table(f"layer_reliability_epoch{state.epoch:04d}", reliability_rows(metrics, list(sets), taps.names))
         return metrics
 
     def _record(self, state, ctx, metrics, per_class, layers) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from deepscope_standard import StandardTrainer, hard_labels
 
+from .recorded import record_perturbations
 from .trades import trades_loss, trades_perturb
 
 
@@ -14,6 +15,8 @@ class TradesTrainer(StandardTrainer):
     mode (so adversarial batches never touch the running statistics during the
     attack). 'train': attack with batch statistics. 'reference': eval mode for
     the attack and the loss, reproducing the official code's quirk.
+    With ``keep_perturbations`` it keeps the epoch's first x_adv for the
+    ``neural-collapse`` probe's ``train_perturbations`` set.
     """
 
     def batch_loss(self, state, ctx):
@@ -23,6 +26,7 @@ class TradesTrainer(StandardTrainer):
             model.train(cfg.attack_bn == "train")
             x_adv = trades_perturb(model, x, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
                                    norm=cfg.norm, init_std=cfg.init_std, clamp_start=cfg.clamp_start)
+            record_perturbations(state, x, x_adv, hard_labels(y), cfg.keep_perturbations)
             model.train(cfg.attack_bn != "reference")
             loss, logits, adv_logits = trades_loss(model, x, x_adv, y, cfg.beta, cfg.label_smoothing)
             labels = hard_labels(y)

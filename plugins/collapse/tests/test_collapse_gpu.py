@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepscope_collapse.measure import class_means, scatter
+from deepscope_collapse.measure import class_means, leaps, scatter
 from deepscope_collapse.metrics import collapse_metrics
 from deepscope_collapse.taps import PENULTIMATE, FeatureTaps
 from deepscope_collapse.trades import trades_perturb
@@ -30,6 +30,9 @@ def test_collapse_metrics_on_cuda_match_cpu():
         out[device] = {name: collapse_metrics(means[name], scat[name],
                                               model.classifier.weight if name == PENULTIMATE else None)
                        for name in taps.names}
+        leap = leaps(taps, means, x, 1.0 - x, y, 16, torch.device(device))  # cdnv, etf_error above; leap here
+        for name in taps.names:
+            out[device][name].update({f"leap/{k}": v for k, v in leap[name].metrics().items()})
     for name, metrics in out["cpu"].items():
         for key, value in metrics.items():
             assert out["cuda"][name][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (name, key)

@@ -10,8 +10,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from deepscope_collapse.metrics import (MeanAccumulator, ScatterAccumulator, coherence, collapse_metrics,
-                                        equinorm, self_duality, simplex_alignment)
+from deepscope_collapse.metrics import (MeanAccumulator, ScatterAccumulator, cdnv, class_variances, coherence,
+                                        collapse_metrics, equinorm, etf_error, self_duality, simplex_alignment)
 
 
 def simplex_etf(c: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -175,3 +175,43 @@ def test_alignment_of_shifted_copy():
     expected = float((a.means()[0] - a.means()[1]).norm())
     assert sw["dist"][:2].tolist() == pytest.approx([expected, expected], rel=1e-12)
     assert sw["dist"][2:].abs().max() == 0.0
+
+
+def test_etf_error_is_zero_on_an_exact_simplex_at_any_scale_and_rotation():
+    for c in (2, 3, 5, 10):
+        etf = simplex_etf(c, d=12, seed=c)
+        assert etf_error(etf) < 1e-12
+        assert etf_error(7.5 * etf) < 1e-12
+
+
+def test_etf_error_of_orthonormal_means_has_its_closed_form():
+    # Gram I: ||I / sqrt(C) - (I - 11^T/C) / sqrt(C - 1)||_F^2 = 2 - 2 sqrt((C - 1) / C)
+    for c in (3, 4, 8):
+        expected = math.sqrt(2 - 2 * math.sqrt((c - 1) / c))
+        assert etf_error(3.0 * torch.eye(c, 11, dtype=torch.float64)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_cdnv_of_a_hand_built_configuration():
+    # class 0 at (+-1, 0): mean (0, 0), variance 1; class 1 at (10 +- 2, 0): mean (10, 0), variance 4;
+    # class 2 at (0, 5 +- 3): mean (0, 5), variance 9. Pairs: 5/200, 10/50, 13/250.
+    h = torch.tensor([[-1, 0], [1, 0], [8, 0], [12, 0], [0, 2], [0, 8]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    metrics, means, scat = streaming(h, y, 3, batch=4)
+    expected = (5 / 200 + 10 / 50 + 13 / 250) / 3
+    assert metrics["cdnv"] == pytest.approx(expected, rel=1e-12)
+    assert cdnv(means.means(), class_variances(means, scat)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_cdnv_matches_brute_force_over_pairs_and_vanishes_under_collapse():
+    c = 4
+    h, y = random_problem(n=90, d=6, c=c, seed=3)
+    metrics, _, _ = streaming(h, y, c, batch=17)
+    mu = [h[y == k].mean(0) for k in range(c)]
+    var = [(h[y == k] - mu[k]).pow(2).sum(1).mean() for k in range(c)]
+    pairs = [float((var[a] + var[b]) / (2 * (mu[a] - mu[b]).pow(2).sum()))
+             for a, b in itertools.combinations(range(c), 2)]
+    assert metrics["cdnv"] == pytest.approx(sum(pairs) / len(pairs), rel=1e-10)
+    etf = simplex_etf(c, d=6)
+    balanced = torch.arange(88) % c  # balanced: the sample-weighted global mean is the simplex centre
+    collapsed, _, _ = streaming(etf[balanced], balanced, c)
+    assert collapsed["cdnv"] < 1e-25 and collapsed["etf_error"] < 1e-12  # rounding of the means only

@@ -34,6 +34,13 @@ class IdentityAttack:
         return x.clone()
 
 
+class FlipAttack(IdentityAttack):
+    """Deterministic "attack" 1 - x: reproducible outside the probe, and it fools often."""
+
+    def perturb(self, model, x, y, target=None):
+        return 1.0 - x
+
+
 class CollapseTestPlugin:
     @hookimpl
     def deepscope_register_datasets(self, register):
@@ -49,6 +56,7 @@ class CollapseTestPlugin:
     @hookimpl
     def deepscope_register_attacks(self, register):
         register("identity", IdentityAttack, IdentityConfig)
+        register("flip", FlipAttack, IdentityConfig)
 
 
 @pytest.fixture
@@ -67,7 +75,7 @@ use = "collapse-tiny"
 use = "collapse-mlp"
 """
 
-NC = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4")
+NC = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "cdnv", "etf_error", "etf_error_w")
 
 
 def test_periodic_probe_logs_every_epoch_on_clean_attacked_and_noisy_data(host, tmp_mlflow):
@@ -97,6 +105,16 @@ probes = [{ use = "neural-collapse", every = 1, attack = { use = "pgd", eps = 0.
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "probe/neural-collapse")}
     assert "probe/neural-collapse/nc_trajectory.png" in artifacts
     assert "probe/neural-collapse/nc_layers_epoch0002.png" in artifacts
+    assert "probe/neural-collapse/layer_reliability_epoch0002.csv" in artifacts
+    import json
+
+    local = client.download_artifacts(result.run_id, "probe/neural-collapse/layer_reliability_epoch0002.json")
+    rows = json.loads(Path(local).read_text())
+    perturbed = [row for row in rows if row["set"] == "perturbed"]
+    assert [row["depth"] for row in perturbed] == list(range(len(perturbed))) and len(perturbed) >= 3
+    assert perturbed[-1]["layer"] == "penultimate"
+    assert perturbed[-1]["ncc_clean_acc"] == m["probe/neural-collapse/perturbed/ncc_clean_acc"]
+    assert perturbed[0]["nc1"] == m["probe/neural-collapse/perturbed/layer/00_2/nc1"]
 
 
 def run_probe_stage(host, params: str):
@@ -231,3 +249,98 @@ lr = 0.1
             noise = "gaussian" }, { use = "ncc-accuracy", attack = { use = "pgd", eps = 0.1, steps = 2 } }]
 """, host, track=False).state.model.state_dict()
     assert all(torch.equal(plain[k], probed[k]) for k in plain)
+
+
+def brute_force_leap(model, x_clean, y_clean, x_adv, y):
+    """Loops over examples and classes: nearest clean class mean of each perturbed feature."""
+    with torch.no_grad():
+        model = model.eval()
+        hc, h, pred = model.features(x_clean).double(), model.features(x_adv).double(), model(x_adv).argmax(1)
+        clean_pred = model(x_clean).argmax(1)
+    centres = [hc[y_clean == c].mean(0) for c in range(int(y_clean.max()) + 1)]
+    fooled = leaped = stayed = near_true = 0
+    for i in range(len(x_adv)):
+        dists = [float((h[i] - m).norm()) for m in centres]
+        nearest = dists.index(min(dists))
+        near_true += nearest == int(y[i])
+        if int(pred[i]) != int(y[i]) and int(clean_pred[i]) == int(y[i]):
+            fooled += 1
+            leaped += nearest == int(pred[i])
+            stayed += nearest == int(y[i])
+    return fooled, leaped, stayed, near_true
+
+
+def test_leap_equals_brute_force_nearest_clean_centre_of_the_predicted_class(host):
+    r = run_probe_stage(host, 'attack = { use = "flip" }\nlayers = "all"')
+    state, m, p = r.state, r.metrics, "probe/neural-collapse"
+    x, y = state.data.tensors("train")
+    fooled, leaped, stayed, near_true = brute_force_leap(state.model, x, y, 1.0 - x, y)
+    assert fooled > 0, "the flip attack must fool some example for this test to mean anything"
+    assert m[f"{p}/perturbed/fooled"] == pytest.approx(fooled / len(x), abs=1e-12)
+    assert m[f"{p}/perturbed/leap"] == pytest.approx(leaped / fooled, abs=1e-12)
+    assert m[f"{p}/perturbed/stay"] == pytest.approx(stayed / fooled, abs=1e-12)
+    assert m[f"{p}/perturbed/ncc_clean_acc"] == pytest.approx(near_true / len(x), abs=1e-12)
+    # every tapped layer gets its own fractions, and they are fractions
+    for key in ("leap", "stay", "ncc_clean_acc"):
+        assert 0.0 <= m[f"{p}/perturbed/layer/00_2/{key}"] <= 1.0
+
+
+def test_identity_attack_fools_nobody_so_no_leap_is_logged(host):
+    m = run_probe_stage(host, 'attack = { use = "identity" }').metrics
+    p = "probe/neural-collapse"
+    assert m[f"{p}/clean/net_acc"] < 1.0  # clean errors exist, and they must not count as fooled
+    assert m[f"{p}/perturbed/fooled"] == 0.0
+    assert f"{p}/perturbed/leap" not in m and f"{p}/perturbed/stay" not in m
+
+
+TRADES_KEEPING = """
+[[stage]]
+do = "train"
+use = "trades"
+epochs = 2
+lr = 0.05
+eps = 0.1
+steps = 3
+keep_perturbations = 40
+"""
+
+
+def test_probe_measures_on_the_perturbations_the_trades_trainer_made(host):
+    r = run_toml(HEAD + TRADES_KEEPING + """probes = [{ use = "neural-collapse", train_perturbations = true, every = 1 }]
+[[stage]]
+do = "probe"
+use = "neural-collapse"
+train_perturbations = true
+""", host, track=False)
+    from deepscope_collapse.recorded import TRAIN_PERTURBATIONS_KEY
+
+    kept = r.state.extras[TRAIN_PERTURBATIONS_KEY]
+    # the second epoch's record (state.epoch was 1 while it trained), the first 40 rows only
+    assert kept["epoch"] == 1 and len(kept["y"]) == len(kept["x"]) == len(kept["x_adv"]) == 40
+    delta = kept["x_adv"] - kept["x"]
+    assert float(delta.abs().max()) <= 0.1 + 1e-6 and float(delta.abs().max()) > 0
+    assert float(kept["x_adv"].min()) >= 0.0 and float(kept["x_adv"].max()) <= 1.0
+    # the kept clean rows are training examples with their labels
+    x, y = r.state.data.tensors("train")
+    rows = [int(torch.nonzero((x == row).flatten(1).all(1))[0]) for row in kept["x"]]
+    assert torch.equal(y[rows], kept["y"])
+    # the probe's train_adv metrics are those of the kept rows (brute force on the final model)
+    m, p = r.metrics, "probe/neural-collapse"
+    model = r.state.model.eval()
+    with torch.no_grad():
+        acc = float((model(kept["x_adv"]).argmax(1) == kept["y"]).double().mean())
+    assert m[f"{p}/train_adv/net_acc"] == pytest.approx(acc, abs=1e-12)
+    fooled, leaped, _, near_true = brute_force_leap(model, x, y, kept["x_adv"], kept["y"])
+    assert m[f"{p}/train_adv/ncc_clean_acc"] == pytest.approx(near_true / 40, abs=1e-12)
+    if fooled:
+        assert m[f"{p}/train_adv/leap"] == pytest.approx(leaped / fooled, abs=1e-12)
+    assert math.isfinite(m[f"{p}/train_adv/nc1"])
+    history = r.state.extras["deepscope_collapse/history"][p]
+    assert [h["epoch"] for h in history] == [1, 2, 2]  # periodic after each epoch, then the probe stage
+    assert all(math.isfinite(h["train_adv/nc1"]) for h in history)
+
+
+def test_train_perturbations_without_a_keeping_trainer_is_a_config_error(host):
+    with pytest.raises(ConfigError) as err:
+        run_probe_stage(host, "train_perturbations = true")
+    assert "train_perturbations" in str(err.value) and "keep_perturbations" in str(err.value)
