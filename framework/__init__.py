@@ -42,6 +42,8 @@ _LAZY = {
     "StageSpec": "deepscope.config",
     "build_pipeline": "deepscope.config",
     "Cache": "deepscope.cache",
+    "save_tensors": "deepscope.cache",
+    "load_tensors": "deepscope.cache",
     "Masks": "deepscope.contracts",
     "StageContext": "deepscope.state",
     "ComponentSpec": "deepscope.config",

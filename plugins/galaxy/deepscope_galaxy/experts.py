@@ -14,7 +14,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from deepscope.cache import save_tensors
+from deepscope import save_tensors
 from deepscope_standard import DSA, evaluate, flatten_params
 
 EXPERTS_VERSION = 1

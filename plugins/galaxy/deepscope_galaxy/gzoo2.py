@@ -171,7 +171,7 @@ def select_galaxies(catalogue: Path, images: Path, per_class: int, id_column: st
 
 
 def load_gzoo2_catalogue(config) -> DataBundle:
-    from deepscope.cache import Cache
+    from deepscope import Cache
 
     catalogue, images = Path(config.catalogue).expanduser().resolve(), Path(config.images).expanduser().resolve()
     if not catalogue.is_file():

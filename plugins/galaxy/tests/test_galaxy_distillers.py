@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from deepscope import parse_pipeline, run_pipeline
-from deepscope.cache import Cache
+from deepscope import Cache
 from deepscope.testing import fresh_store, run_toml
 from deepscope_galaxy import distiller as distiller_module
 from deepscope_galaxy.experts import NAMESPACE
@@ -141,12 +141,22 @@ run_pipeline(parse_pipeline({text!r}, h.registry), h, tracking_uri={uri!r})
 """
 
 
+@pytest.fixture
+def one_thread():
+    """The killed part runs with one thread; CPU float sums depend on the thread count, so the parts run
+    in this process (the resume and the reference) use one thread too."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("use,params,kill_at", [
     ("mtt", dict(iterations=9, batch_syn=4), 5),
     ("stm", dict(iterations=14, max_duration=10, finetune_every=2, lr_img_floor=0.7, lr_mode="independent",
                  init_epoch=2), 11),
 ])
-def test_a_sigkilled_distillation_resumes_bit_identical(tmp_path, use, params, kill_at):
+def test_a_sigkilled_distillation_resumes_bit_identical(tmp_path, use, params, kill_at, one_thread):
     text = pipeline(use, **params)
     uri = fresh_store(tmp_path / "store")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -6,7 +6,7 @@ import deepscope_standard
 import pytest
 
 import deepscope_impressions
-from deepscope.config import structure_component
+from deepscope import structure_component
 from deepscope.testing import make_host
 
 

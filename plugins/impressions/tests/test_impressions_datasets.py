@@ -67,7 +67,7 @@ def test_split_tasks_hold_disjoint_classes_relabelled_from_zero(build_data, base
 
 def test_too_many_split_tasks_fail_validation_with_the_key_path(host):
     from deepscope import parse_pipeline
-    from deepscope.errors import ConfigError
+    from deepscope import ConfigError
 
     text = ('[run]\nname = "x"\nseed = 0\n[data]\nuse = "split-tasks"\ntasks = 6\nclasses_per_task = 2\n'
             'base = { use = "fashion-mnist-sample" }\n[model]\nuse = "supermask-mlp"\n')

@@ -207,11 +207,21 @@ run_pipeline(parse_pipeline({text!r}, h.registry), h, tracking_uri={uri!r})
 """
 
 
+@pytest.fixture
+def one_thread():
+    """The killed part runs with one thread; CPU float sums depend on the thread count, so the parts run
+    in this process (the resume and the reference) use one thread too."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("use,params,kill_at", [
     ("rat-bptt", dict(meta_steps=9, learn_labels=True, start="random"), 5),
     ("boost-dd", dict(blocks=[1, 1], meta_steps=4, beta=0.3), 7),   # killed inside block 1
 ])
-def test_a_sigkilled_distillation_resumes_bit_identical(tmp_path, use, params, kill_at):
+def test_a_sigkilled_distillation_resumes_bit_identical(tmp_path, use, params, kill_at, one_thread):
     text = pipeline(use, **params)
     uri = fresh_store(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
