@@ -25,6 +25,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from deepscope import SavedTensorMeter
 from deepscope_ratbptt.unroll import InnerOptimizer, unroll
 
 
@@ -38,27 +39,6 @@ def registered_body(args) -> torch.nn.Module:
     spec, issues = structure_component(get_host().registry, "model", table, "bench")
     assert not issues, issues
     return build_network(spec, info).body
-
-
-class Meter:
-    """Peak bytes of the tensors the autograd graph saves, counted while they are alive."""
-
-    def __init__(self):
-        self.live = self.peak = 0
-
-    def hooks(self):
-        meter = self
-
-        class Saved:
-            def __init__(self, t):
-                self.t, self.size = t, t.numel() * t.element_size()
-                meter.live += self.size
-                meter.peak = max(meter.peak, meter.live)
-
-            def __del__(self):
-                meter.live -= self.size
-
-        return torch.autograd.graph.saved_tensors_hooks(Saved, lambda s: s.t)
 
 
 def make_problem(args, device):
@@ -112,14 +92,14 @@ def measure(fn, device, args, *fn_args):
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(device)
-        meter = Meter()
+        meter = SavedTensorMeter()
         wall, cpu = time.perf_counter(), time.process_time()
         if device.type == "cuda":
             fn(*fn_args)
             torch.cuda.synchronize()
             peak = max(peak, torch.cuda.max_memory_allocated(device))
         else:
-            with meter.hooks():
+            with meter.track():
                 fn(*fn_args)
             peak = max(peak, meter.peak)
         walls.append(time.perf_counter() - wall)

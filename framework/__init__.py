@@ -43,6 +43,7 @@ _LAZY = {
     "build_pipeline": "deepscope.config",
     "Cache": "deepscope.cache",
     "save_tensors": "deepscope.cache",
+    "SavedTensorMeter": "deepscope.memory",
     "load_tensors": "deepscope.cache",
     "Masks": "deepscope.contracts",
     "StageContext": "deepscope.state",

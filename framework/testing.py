@@ -6,8 +6,9 @@ Fixtures:
 - ``host``: a :class:`PluginHost` without entry-point autoload, for
   registering plugin objects inside a test.
 
-Helpers: :func:`make_host`, :func:`run_toml`, :func:`tiny_data`, and
-:func:`check_plugin`, a smoke test of everything one plugin registers.
+Helpers: :func:`make_host`, :func:`run_toml`, :func:`tiny_data`, :class:`KillSwitch` (a real
+SIGKILL at a chosen metric, for resume tests), and :func:`check_plugin`, a smoke test of everything
+one plugin registers.
 """
 
 from __future__ import annotations
@@ -22,9 +23,27 @@ from typing import Any, Iterable, NamedTuple
 import attrs
 import pytest
 
+from .hookspecs import hookimpl
 from .plugins import PluginHost
 
 _TEMPLATE_DB: Path | None = None
+
+
+class KillSwitch:
+    """A plugin that SIGKILLs its own process right after the ``occurrence``-th value of ``key`` is
+    logged at ``step``: a real crash at a chosen point, for resume tests."""
+
+    def __init__(self, key: str, step: int, occurrence: int = 1):
+        self.key, self.step, self.left = key, step, occurrence
+
+    @hookimpl
+    def deepscope_metrics_logged(self, run, metrics, step):
+        if self.key in metrics and step == self.step:
+            self.left -= 1
+            if self.left == 0:
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
 
 
 def make_host(*plugins: Any, autoload: bool = False, builtins: bool = True, strict: bool = True) -> PluginHost:

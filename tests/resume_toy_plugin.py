@@ -1,4 +1,4 @@
-"""A toy trainer that checkpoints through the ctx API, and a kill switch for resume tests.
+"""A toy trainer that checkpoints through the ctx API (and the kill switch resume tests use).
 
 The trainer draws from every RNG that a checkpoint restores (torch for shuffling
 and input noise, NumPy and Python ``random`` for per-epoch jitter), so a resume
@@ -7,9 +7,7 @@ that forgot one of them would not reproduce the uninterrupted run.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 
 import attrs
 import numpy as np
@@ -17,6 +15,7 @@ import torch
 from torch import nn
 
 from deepscope import hookimpl, param, positive
+from deepscope.testing import KillSwitch  # noqa: F401 (the resume tests take it from here)
 
 
 @attrs.define
@@ -59,19 +58,3 @@ class ResumableTrainer:
 @hookimpl
 def deepscope_register_trainers(register):
     register("resumable", ResumableTrainer, ResumableConfig)
-
-
-class KillSwitch:
-    """SIGKILLs its own process right after the ``occurrence``-th value of ``key`` at ``step`` is logged."""
-
-    def __init__(self, key: str, step: int, occurrence: int = 1):
-        self.key = key
-        self.step = step
-        self.left = occurrence
-
-    @hookimpl
-    def deepscope_metrics_logged(self, run, metrics, step):
-        if self.key in metrics and step == self.step:
-            self.left -= 1
-            if self.left == 0:
-                os.kill(os.getpid(), signal.SIGKILL)

@@ -133,7 +133,8 @@ import os, signal, sys
 import torch
 torch.set_num_threads(1)
 sys.path.insert(0, {here!r})
-from galaxy_testkit import KillSwitch, host
+from galaxy_testkit import host
+from deepscope.testing import KillSwitch
 from deepscope import parse_pipeline
 from deepscope import run_pipeline
 h = host(KillSwitch("distill/d/grand_loss", {step}))

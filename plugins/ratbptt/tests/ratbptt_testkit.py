@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-
 from torch import nn
 
 import deepscope_ratbptt
@@ -25,18 +22,6 @@ class TinyPlugin:
     def deepscope_register_models(self, register):
         register("tiny-mlp", lambda config, info: nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(),
                                                                 nn.Linear(16, info.num_classes)), None)
-
-
-class KillSwitch:
-    """SIGKILLs its own process right after ``key`` is logged at ``step``."""
-
-    def __init__(self, key: str, step: int):
-        self.key, self.step = key, step
-
-    @hookimpl
-    def deepscope_metrics_logged(self, run, metrics, step):
-        if self.key in metrics and step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def host(*extra):

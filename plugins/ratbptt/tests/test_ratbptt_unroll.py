@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from deepscope import SavedTensorMeter
 from deepscope_ratbptt.unroll import InnerOptimizer, unroll
 
 
@@ -148,31 +149,18 @@ def test_activation_checkpointing_gives_the_same_meta_gradient():
     torch.testing.assert_close(results[0], results[1], rtol=1e-10, atol=1e-12)
 
 
-class _Saved:
-    """A tensor the autograd graph keeps; counts live bytes while it exists."""
-
-    def __init__(self, tensor, meter):
-        self.tensor, self.meter, self.size = tensor, meter, tensor.numel() * tensor.element_size()
-        meter["live"] += self.size
-        meter["peak"] = max(meter["peak"], meter["live"])
-
-    def __del__(self):
-        self.meter["live"] -= self.size
-
-
 def _graph_bytes(start, window, checkpoint_inner=False):
     """Peak bytes held by the autograd graph over one meta-step."""
     model = _net(dtype=torch.float32)
     x_syn, y_syn, x_real, y_real = _problem(dtype=torch.float32)
     batches, _ = _batches(x_syn, y_syn)
-    meter = {"live": 0, "peak": 0}
-
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: _Saved(t, meter), lambda s: s.tensor):
+    meter = SavedTensorMeter()
+    with meter.track():
         final = unroll(model, dict(model.named_parameters()), InnerOptimizer("adam", lr=0.01), batches,
                        start=start, window=window, checkpoint_inner=checkpoint_inner)
         loss = _meta_loss(model, final, x_real, y_real)
     torch.autograd.grad(loss, x_syn)
-    return meter["peak"]
+    return meter.peak
 
 
 def test_graph_memory_does_not_grow_with_the_unroll_at_a_fixed_window():
