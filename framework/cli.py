@@ -158,8 +158,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         _, points = expand_sweep(pipeline.raw, registry, file=str(args.file))
         sweep = f"; sweep of {len(points)} points"
+    # one line, never wrapped by rich (a long path would otherwise break it where a script greps for it)
     results_console(args).print(f"[green]ok[/] {args.file}: data {pipeline.data.name}, model {pipeline.model.name}; "
-                  f"stages {stages}{sweep}")
+                                f"stages {stages}{sweep}", soft_wrap=True)
     return 0
 
 

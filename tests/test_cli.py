@@ -210,6 +210,15 @@ def test_validate_checks_every_sweep_point(toy_host, tmp_path, capsys):
     assert f"{path}: $.sweep.executor" in err and "lcoal" in err
 
 
+def test_validate_prints_one_unwrapped_line_however_long_the_path(toy_host, tmp_path, capsys):
+    deep = tmp_path / ("a-directory-with-a-long-name-" * 3) / "and-another-one-below-it"
+    deep.mkdir(parents=True)
+    path = write(deep, PIPELINE, name="a-pipeline-file-with-a-long-name-too.toml")
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert len(str(path)) > 100 and out.startswith(f"ok {path}: ") and out.count("\n") == 1
+
+
 def test_run_refuses_a_sweep_file(toy_host, tmp_path, tmp_mlflow, capsys):
     path = write(tmp_path, SWEEP.format(executor="inline"))
     assert main(["run", str(path)]) == 2
