@@ -7,7 +7,7 @@ Fixtures:
   registering plugin objects inside a test.
 
 Helpers: :func:`make_host`, :func:`run_toml`, :func:`tiny_data`, :class:`KillSwitch` (a real
-SIGKILL at a chosen metric, for resume tests), and :func:`check_plugin`, a smoke test of everything
+SIGKILL at a chosen metric) and :func:`run_until_killed` (a run killed by it, for resume tests), and :func:`check_plugin`, a smoke test of everything
 one plugin registers.
 """
 
@@ -44,6 +44,45 @@ class KillSwitch:
                 import signal
 
                 os.kill(os.getpid(), signal.SIGKILL)
+
+
+_KILLED_DRIVER = """
+import sys
+import torch
+torch.set_num_threads(1)
+sys.path[:0] = {paths!r}
+from importlib import import_module
+from deepscope import parse_pipeline, run_pipeline
+from deepscope.testing import KillSwitch
+module, _, name = {host!r}.partition(":")
+h = getattr(import_module(module), name)(KillSwitch({key!r}, {step!r}))
+run_pipeline(parse_pipeline({text!r}, h.registry), h, tracking_uri={uri!r})
+"""
+
+
+def run_until_killed(text: str, uri: str, *, host: str, key: str, step: int, paths: Iterable[str] = (),
+                     timeout: float = 300) -> str:
+    """Run the pipeline ``text`` on the store ``uri`` in a fresh one-thread process that SIGKILLs itself
+    right after ``key`` is logged at ``step``; return the killed run's id, for a resume test.
+
+    ``host`` is ``"module:function"``: ``function(*extra_plugins)`` returns the PluginHost, importable
+    with ``paths`` prepended to ``sys.path``. Run the resume (and any reference) on one thread too
+    (``torch.set_num_threads(1)``): CPU float sums depend on the thread count.
+    """
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    code = _KILLED_DRIVER.format(paths=[str(p) for p in paths], host=host, key=key, step=step, text=text, uri=uri)
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != -9:
+        raise AssertionError(f"the run was not SIGKILLed at {key} step {step} (exit {proc.returncode}):\n"
+                             f"{proc.stderr[-3000:]}")
+    client = MlflowClient(tracking_uri=uri)
+    (killed,) = client.search_runs([client.get_experiment_by_name("deepscope").experiment_id])
+    return killed.info.run_id
 
 
 def make_host(*plugins: Any, autoload: bool = False, builtins: bool = True, strict: bool = True) -> PluginHost:

@@ -14,11 +14,11 @@ import torch
 
 from deepscope import parse_pipeline, run_pipeline
 from deepscope import Cache
-from deepscope.testing import fresh_store, run_toml
+from deepscope.testing import fresh_store, run_toml, run_until_killed
 from deepscope_galaxy import distiller as distiller_module
 from deepscope_galaxy.experts import NAMESPACE
 
-from galaxy_testkit import CLASSES, host, pipeline
+from galaxy_testkit import host, pipeline
 
 HERE = Path(__file__).parent
 
@@ -128,20 +128,6 @@ def test_stm_independent_lr_keeps_one_lr_per_start_epoch():
     assert len(set(synthetic.lr.tolist())) == 3  # each start epoch learned its own
 
 
-DRIVER = """
-import os, signal, sys
-import torch
-torch.set_num_threads(1)
-sys.path.insert(0, {here!r})
-from galaxy_testkit import host
-from deepscope.testing import KillSwitch
-from deepscope import parse_pipeline
-from deepscope import run_pipeline
-h = host(KillSwitch("distill/d/grand_loss", {step}))
-run_pipeline(parse_pipeline({text!r}, h.registry), h, tracking_uri={uri!r})
-"""
-
-
 @pytest.fixture
 def one_thread():
     """The killed part runs with one thread; CPU float sums depend on the thread count, so the parts run
@@ -160,22 +146,19 @@ def one_thread():
 def test_a_sigkilled_distillation_resumes_bit_identical(tmp_path, use, params, kill_at, one_thread):
     text = pipeline(use, **params)
     uri = fresh_store(tmp_path / "store")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", DRIVER.format(here=str(HERE), step=kill_at, text=text, uri=uri)],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -9, proc.stderr[-3000:]
+    run_id = run_until_killed(text, uri, host="galaxy_testkit:host", key="distill/d/grand_loss", step=kill_at,
+                              paths=[HERE])
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    (killed,) = client.search_runs([client.get_experiment_by_name("deepscope").experiment_id])
     h = host()
-    resumed = run_pipeline(parse_pipeline(text, h.registry), h, tracking_uri=uri, resume_run_id=killed.info.run_id)
+    resumed = run_pipeline(parse_pipeline(text, h.registry), h, tracking_uri=uri, resume_run_id=run_id)
     reference = run(text)
     assert resumed.status == "FINISHED"
     assert torch.equal(resumed.state.synthetic.x, reference.state.synthetic.x)
     ref_lr, res_lr = reference.state.synthetic.lr, resumed.state.synthetic.lr
     assert torch.equal(torch.as_tensor(res_lr), torch.as_tensor(ref_lr))
-    history = client.get_metric_history(killed.info.run_id, "distill/d/grand_loss")
+    history = client.get_metric_history(run_id, "distill/d/grand_loss")
     steps = sorted(m.step for m in history)
     assert steps == list(range(1, len(steps) + 1)) and len(steps) > kill_at  # every iteration logged once
 

@@ -4,9 +4,6 @@ actually improves, and a SIGKILLed run that resumes bit-identical."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ import torch
 
 from deepscope import parse_pipeline
 from deepscope import run_pipeline
-from deepscope.testing import fresh_store, run_toml
+from deepscope.testing import fresh_store, run_toml, run_until_killed
 from deepscope_ratbptt import distiller as distiller_module
 from deepscope_ratbptt.sampling import InnerSampler, RealBatches, unit_norm_noise
 from deepscope_ratbptt.windows import WindowSchedule
@@ -194,20 +191,6 @@ lr = 0.05
     assert acc[1] > acc[0] + 0.05, acc
 
 
-DRIVER = """
-import os, signal, sys
-import torch
-torch.set_num_threads(1)
-sys.path.insert(0, {here!r})
-from ratbptt_testkit import host
-from deepscope.testing import KillSwitch
-from deepscope import parse_pipeline
-from deepscope import run_pipeline
-h = host(KillSwitch("distill/d/meta_loss", {step}))
-run_pipeline(parse_pipeline({text!r}, h.registry), h, tracking_uri={uri!r})
-"""
-
-
 @pytest.fixture
 def one_thread():
     """The killed part runs with one thread; CPU float sums depend on the thread count, so the parts run
@@ -225,20 +208,17 @@ def one_thread():
 def test_a_sigkilled_distillation_resumes_bit_identical(tmp_path, use, params, kill_at, one_thread):
     text = pipeline(use, **params)
     uri = fresh_store(tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", DRIVER.format(here=str(HERE), step=kill_at, text=text, uri=uri)],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -9, proc.stderr[-3000:]
+    run_id = run_until_killed(text, uri, host="ratbptt_testkit:host", key="distill/d/meta_loss", step=kill_at,
+                              paths=[HERE])
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    (killed,) = client.search_runs([client.get_experiment_by_name("deepscope").experiment_id])
     h = host()
-    resumed = run_pipeline(parse_pipeline(text, h.registry), h, tracking_uri=uri, resume_run_id=killed.info.run_id)
+    resumed = run_pipeline(parse_pipeline(text, h.registry), h, tracking_uri=uri, resume_run_id=run_id)
     reference = run(text)
     assert resumed.status == "FINISHED"
     assert torch.equal(resumed.state.synthetic.x, reference.state.synthetic.x)
     assert torch.equal(resumed.state.synthetic.y, reference.state.synthetic.y)
-    history = client.get_metric_history(killed.info.run_id, "distill/d/meta_loss")
+    history = client.get_metric_history(run_id, "distill/d/meta_loss")
     total = params["meta_steps"] * len(params.get("blocks", [1]))
     assert sorted(m.step for m in history) == list(range(1, total + 1))  # every meta-step logged once
