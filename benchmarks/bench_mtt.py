@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
-from deepscope import SavedTensorMeter
+from deepscope import time_and_peak_memory
 from deepscope_galaxy.matching import matching_loss, unroll
 from deepscope_standard import flatten_params
 
@@ -102,27 +100,6 @@ def theirs(net, problem, steps, lr0):
     return loss.detach(), images.grad, syn_lr.grad
 
 
-def measure(fn, device, repeats, *fn_args):
-    walls, cpus, peak = [], [], 0
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(device)
-        meter = SavedTensorMeter()
-        wall, cpu = time.perf_counter(), time.process_time()
-        if device.type == "cuda":
-            fn(*fn_args)
-            torch.cuda.synchronize()
-            peak = max(peak, torch.cuda.max_memory_allocated(device))
-        else:
-            with meter.track():
-                fn(*fn_args)
-            peak = max(peak, meter.peak)
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return statistics.median(walls), statistics.median(cpus), peak / 2**20
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -149,9 +126,9 @@ def main() -> None:
         rel = max(((x - y).abs().max() / y.abs().max()).item() for u in (a, b) for x, y in zip(u, c))
         if rel > 1e-4:
             raise SystemExit(f"the losses or gradients disagree (relative {rel:.2e}): not timing different things")
-        mine = measure(ours, device, args.repeats, body, problem, steps, args.lr, False)
-        ckpt = measure(ours, device, args.repeats, body, problem, steps, args.lr, True)
-        peer = measure(theirs, device, args.repeats, net, problem, steps, args.lr)
+        mine = time_and_peak_memory(ours, device, args.repeats, body, problem, steps, args.lr, False)
+        ckpt = time_and_peak_memory(ours, device, args.repeats, body, problem, steps, args.lr, True)
+        peer = time_and_peak_memory(theirs, device, args.repeats, net, problem, steps, args.lr)
         print(f"{steps:>4} {mine[0]:>8.3f} {ckpt[0]:>8.3f} {peer[0]:>10.3f} {peer[0] / mine[0]:>6.2f} {mine[1]:>9.3f} "
               f"{peer[1]:>9.3f} {mine[2]:>8.1f} {ckpt[2]:>8.1f} {peer[2]:>9.1f} {rel:>12.1e}")
 

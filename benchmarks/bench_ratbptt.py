@@ -19,13 +19,11 @@ flat in T at a fixed window.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
-from deepscope import SavedTensorMeter
+from deepscope import time_and_peak_memory
 from deepscope_ratbptt.unroll import InnerOptimizer, unroll
 
 
@@ -86,27 +84,6 @@ def theirs(body, init, problem, start, window, lr):
         return torch.autograd.grad(loss, x_syn)[0]
 
 
-def measure(fn, device, args, *fn_args):
-    walls, cpus, peak = [], [], 0
-    for _ in range(args.repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(device)
-        meter = SavedTensorMeter()
-        wall, cpu = time.perf_counter(), time.process_time()
-        if device.type == "cuda":
-            fn(*fn_args)
-            torch.cuda.synchronize()
-            peak = max(peak, torch.cuda.max_memory_allocated(device))
-        else:
-            with meter.track():
-                fn(*fn_args)
-            peak = max(peak, meter.peak)
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return statistics.median(walls), statistics.median(cpus), peak / 2**20
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -148,8 +125,8 @@ def main() -> None:
         rel = ((a - b).abs().max() / b.abs().max()).item()
         if rel > 1e-3:
             raise SystemExit(f"the meta-gradients disagree (relative {rel:.2e}): not timing different things")
-        mine = measure(ours, device, args, body, init, problem, start, args.window, args.lr)
-        peer = measure(theirs, device, args, body, init, problem, start, args.window, args.lr)
+        mine = time_and_peak_memory(ours, device, args.repeats, body, init, problem, start, args.window, args.lr)
+        peer = time_and_peak_memory(theirs, device, args.repeats, body, init, problem, start, args.window, args.lr)
         print(f"{total:>5} {mine[0]:>8.3f} {peer[0]:>9.3f} {peer[0] / mine[0]:>6.2f} {mine[1]:>9.3f} {peer[1]:>10.3f} "
               f"{mine[2]:>8.1f} {peer[2]:>9.1f} {rel:>13.1e}")
 

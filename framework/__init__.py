@@ -44,6 +44,7 @@ _LAZY = {
     "Cache": "deepscope.cache",
     "save_tensors": "deepscope.cache",
     "SavedTensorMeter": "deepscope.memory",
+    "time_and_peak_memory": "deepscope.memory",
     "load_tensors": "deepscope.cache",
     "Masks": "deepscope.contracts",
     "StageContext": "deepscope.state",

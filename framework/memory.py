@@ -42,3 +42,31 @@ class SavedTensorMeter:
 
         with torch.autograd.graph.saved_tensors_hooks(Saved, lambda saved: saved.tensor):
             yield self
+
+
+def time_and_peak_memory(fn, device, repeats: int, *args) -> tuple[float, float, float]:
+    """Call ``fn(*args)`` ``repeats`` times: (median wall s, median process CPU s, peak MB). The peak is
+    CUDA's ``max_memory_allocated`` on a GPU, the autograd graph's saved tensors elsewhere."""
+    import statistics
+    import time
+
+    import torch
+
+    walls, cpus, peak = [], [], 0
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(device)
+        meter = SavedTensorMeter()
+        wall, cpu = time.perf_counter(), time.process_time()
+        if device.type == "cuda":
+            fn(*args)
+            torch.cuda.synchronize()
+            peak = max(peak, torch.cuda.max_memory_allocated(device))
+        else:
+            with meter.track():
+                fn(*args)
+            peak = max(peak, meter.peak)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus), peak / 2**20
