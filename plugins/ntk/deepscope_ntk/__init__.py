@@ -8,11 +8,42 @@ Importing this module is cheap: factories are "module:attr" strings loaded on fi
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 from deepscope import hookimpl
 
 from .configs import (AdvNTKCNNConfig, EigenfeaturesConfig, EmpiricalNTKProbeConfig, GDMSEConfig, KernelFitConfig, KernelRegressionConfig, KIPConfig, LabelSolveConfig,
                       LinearizedConfig, NTKDynamicsConfig, NTKEvolutionConfig,
                       NTKEvolutionReportConfig, NTKLazyConfig, NTKMLPConfig, NTKTransferConfig)
+
+#: the public part other plugins build on (robust-data): name -> defining submodule, loaded on first
+#: access (PEP 562) so that ``import deepscope_ntk`` stays torch-free. Import these from here only.
+_LAZY = {
+    "empirical_ntk": "deepscope_ntk.empirical",
+    "fc_relu_kernel": "deepscope_ntk.analytic",
+    "KernelRegression": "deepscope_ntk.krr",
+    "encode_targets": "deepscope_ntk.krr",
+    "balanced_indices": "deepscope_ntk.krr",
+    "KIP": "deepscope_ntk.kip",
+    "kip_loss": "deepscope_ntk.kip",
+    "solve_labels": "deepscope_ntk.kip",
+    "class_balanced_draw": "deepscope_ntk.kip",
+    "predicted_classes": "deepscope_ntk.kip",
+    "hard_classes": "deepscope_ntk.kip",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'deepscope_ntk' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["KIPConfig", "KernelRegressionConfig", *_LAZY]
 
 
 @hookimpl

@@ -38,7 +38,8 @@ def test_importing_the_package_does_not_import_torch():
 
 PLUGINS = Path(__file__).resolve().parents[2]
 PRIVATE_CORE = re.compile(r"^\s*(?:from|import)\s+deepscope\.(?!testing\b)(\w+)", re.M)
-STANDARD_SUBMODULE = re.compile(r"^\s*(?:from|import)\s+deepscope_standard\.(\w+)", re.M)
+#: a submodule of another first-party plugin (``deepscope_ntk.kip``): plugins build on each other's top level only
+PLUGIN_SUBMODULE = re.compile(r"^\s*(?:from|import)\s+(deepscope_\w+)\.(\w+)", re.M)
 
 
 def test_first_party_plugins_import_only_public_names():
@@ -48,7 +49,18 @@ def test_first_party_plugins_import_only_public_names():
     for path in sources:
         text = path.read_text()
         offences += [f"{path.relative_to(PLUGINS)}: deepscope.{m}" for m in PRIVATE_CORE.findall(text)]
-        if path.relative_to(PLUGINS).parts[0] != "standard":
-            offences += [f"{path.relative_to(PLUGINS)}: deepscope_standard.{m}"
-                         for m in STANDARD_SUBMODULE.findall(text)]
-    assert offences == [], "import these from `deepscope` / `deepscope_standard` instead:\n" + "\n".join(offences)
+        own = "deepscope_" + path.relative_to(PLUGINS).parts[0].replace("-", "_")
+        offences += [f"{path.relative_to(PLUGINS)}: {package}.{m}"
+                     for package, m in PLUGIN_SUBMODULE.findall(text) if package != own]
+    assert offences == [], ("import these from `deepscope` / the other plugin's top level (`deepscope_standard`, "
+                            "`deepscope_ntk`) instead:\n" + "\n".join(offences))
+
+
+def test_the_ntk_plugins_public_names_resolve_without_importing_torch_first():
+    import deepscope_ntk
+
+    for name in deepscope_ntk.__all__:
+        assert getattr(deepscope_ntk, name) is not None, name
+    code = "import deepscope_ntk, sys; assert 'torch' not in sys.modules, 'torch was imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
