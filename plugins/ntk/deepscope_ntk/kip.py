@@ -97,10 +97,20 @@ def _test_accuracy(model, xs, ys, state, test_n) -> float:
 
 
 class KIP:
-    """The ``kip`` distiller: a step loop of Adam on the support, checkpointed by ``ctx.step_end``."""
+    """The ``kip`` distiller: a step loop of Adam on the support, checkpointed by ``ctx.step_end``.
+
+    Subclasses change where the target loss is taken by overriding :meth:`target_points` (robust-data's
+    adversarial KIP moves the targets to adversarial points of the current predictor).
+    """
+
+    method = "kip"  # recorded in the set's extras
 
     def __init__(self, config):
         self.config = config
+
+    def target_points(self, kernel, support, labels, xt, yt, reg, generator):
+        """The points at which the target loss is taken, and extra metrics: here the targets themselves."""
+        return xt, {}
 
     def distill(self, state, ctx) -> SyntheticData:
         cfg, k = self.config, state.info.num_classes
@@ -125,7 +135,8 @@ class KIP:
             idx = class_balanced_draw(y, per_class, k, gen)
             xt = x[idx].to(state.device, torch.float64)
             yt = encode_targets(y[idx], k, body.config.targets).to(state.device)
-            loss, preds = kip_loss(kernel, support, labels, xt, yt, reg)
+            points, extra = self.target_points(kernel, support, labels, xt, yt, reg, gen)
+            loss, preds = kip_loss(kernel, support, labels, points, yt, reg)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -133,7 +144,8 @@ class KIP:
                 with torch.no_grad():
                     support.clamp_(0.0, 1.0)
             metrics = {"loss": loss.item(),
-                       "target_acc": (predicted_classes(preds.detach()).cpu() == y[idx]).double().mean().item()}
+                       "target_acc": (predicted_classes(preds.detach()).cpu() == y[idx]).double().mean().item(),
+                       **extra}
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
                 metrics["test_acc"] = _test_accuracy(model, support.detach(), labels.detach(), state, cfg.test_n)
             ctx.step_end(metrics, checkpoint=saved, synthetic=self._result(support, labels, hard, seed))
@@ -143,7 +155,7 @@ class KIP:
         return result
 
     def _result(self, support, labels, hard, seed) -> SyntheticData:
-        extras = {"method": "kip", "seed": seed}
+        extras = {"method": self.method, "seed": seed}
         if self.config.learn_labels:
             return SyntheticData(support.detach().float().cpu(), labels.detach().float().cpu(),
                                  label_kind="regression", extras=extras)
