@@ -141,9 +141,10 @@ class ChecksStages(Protocol):
 
     ``deepscope validate`` (and ``run``, before anything loads) calls ``config.check_stages(earlier)`` for each
     ``[[stage]]`` component that defines it, with the :class:`deepscope.StageSpec` s of the stages before it in
-    order (``.index``, ``.do``, ``.use``, ``.label``, ``.key``, ``.config``); it is skipped when an earlier stage
+    order (``.index``, ``.do``, ``.use``, ``.label``, ``.key``, ``.config``); for a periodic probe
+    (``probes = [...]``) the list ends with the stage that runs it. It is skipped when an earlier stage
     did not parse. Raise ``deepscope.ConfigError("...", key="param")`` (or a ``ValueError``) to report the
-    parameter at fault, shown as ``$.stage[i].param``.
+    parameter at fault, shown as ``$.stage[i].param`` (``$.stage[i].probes[j].param`` for a periodic probe).
     """
 
     def check_stages(self, earlier: list) -> None: ...

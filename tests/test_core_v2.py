@@ -511,3 +511,11 @@ def test_check_stages_is_skipped_after_an_earlier_stage_failed_to_parse():
     lines = _errors(text)
     assert len(lines) == 1 and lines[0].startswith("p.toml: $.stage[1].use:")  # no cascade from stage 2
     assert v2_toy_plugin.stage_checks == []
+
+
+def test_a_periodic_probe_is_shown_the_stages_before_it_and_the_stage_that_runs_it_last():
+    v2_toy_plugin.stage_checks.clear()
+    text = (HEAD + '\n[[stage]]\ndo = "attack"\nuse = "mean-pull"\n\n[[stage]]\ndo = "train"\nuse = "sgd"\n'
+            'probes = [{ use = "after-attack", most = 1 }]\n')
+    assert _errors(text) == ["p.toml: $.stage[1].probes[0].most: must be >= 2 (got 1)"]
+    assert v2_toy_plugin.stage_checks == [(2, [0, 1])]
