@@ -136,11 +136,26 @@ class ChecksData(Protocol):
 
 
 @runtime_checkable
+class ChecksStages(Protocol):
+    """A stage component config that can tell, while the pipeline is parsed, whether the stages before it fit.
+
+    ``deepscope validate`` (and ``run``, before anything loads) calls ``config.check_stages(earlier)`` for each
+    ``[[stage]]`` component that defines it, with the :class:`deepscope.StageSpec` s of the stages before it in
+    order (``.index``, ``.do``, ``.use``, ``.label``, ``.key``, ``.config``); for a periodic probe
+    (``probes = [...]``) the list ends with the stage that runs it. It is skipped when an earlier stage
+    did not parse. Raise ``deepscope.ConfigError("...", key="param")`` (or a ``ValueError``) to report the
+    parameter at fault, shown as ``$.stage[i].param`` (``$.stage[i].probes[j].param`` for a periodic probe).
+    """
+
+    def check_stages(self, earlier: list) -> None: ...
+
+
+@runtime_checkable
 class StageRunner(Protocol):
     """What a stage kind runs: ``runner(state, stage, ctx)``, doing the stage's work through its component."""
 
     def __call__(self, state: "RunState", stage: Any, ctx: "StageContext") -> None: ...
 
 
-__all__ = ["Attack", "ChecksData", "DatasetFactory", "Distiller", "Masks", "ModelFactory", "Probe", "Pruner", "SetupAttack",
+__all__ = ["Attack", "ChecksData", "ChecksStages", "DatasetFactory", "Distiller", "Masks", "ModelFactory", "Probe", "Pruner", "SetupAttack",
            "StageRunner", "TaskAware", "Trainer"]

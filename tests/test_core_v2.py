@@ -455,3 +455,67 @@ def test_a_prune_stage_logs_requested_and_achieved_density_and_warns_on_a_miss(t
                           track=False, console=Console(file=out, width=200))
     assert missed.metrics["prune/half/achieved_density"] == pytest.approx(0.5, abs=0.01)
     assert "prune/half: pruner 'half' kept density 0.5" in out.getvalue() and "off the requested 0.3" in out.getvalue()
+
+
+# --------------------------------------------------------------------------- checks against earlier stages
+
+AFTER_ATTACK = HEAD + """
+[[stage]]
+do = "train"
+use = "sgd"
+
+[[stage]]
+do = "attack"
+use = "mean-pull"
+name = "pull"
+
+[[stage]]
+do = "probe"
+use = "after-attack"
+attack = "{attack}"
+"""
+
+
+def test_check_stages_sees_exactly_the_earlier_stages_and_a_run_reads_them_back():
+    v2_toy_plugin.stage_checks.clear()
+    result = run_toml(AFTER_ATTACK.format(attack="pull"), _host(), track=False)
+    assert v2_toy_plugin.stage_checks == [(2, [0, 1])]  # only the probe's config defines check_stages
+    assert result.metrics["probe/after-attack/read_back"] == result.metrics["attack/pull/robust_acc"]
+
+
+def test_validate_rejects_a_check_stages_error_with_exit_2_naming_the_stage_key(tmp_path, capsys):
+    from deepscope.cli import main
+    from deepscope.plugins import set_host
+
+    path = tmp_path / "p.toml"
+    path.write_text(AFTER_ATTACK.format(attack="mean-pull"))  # the stage is named "pull": its use is no label
+    set_host(_host())
+    try:
+        assert main(["validate", str(path)]) == 2
+    finally:
+        set_host(None)
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{path}: $.stage[2].attack: no earlier attack stage is labelled 'mean-pull' (attack stages before " \
+           "this one: ['pull']); add one or fix the label" in err
+    assert "Traceback" not in err
+
+
+def test_a_value_error_from_check_stages_is_located_by_its_attribute_name():
+    text = AFTER_ATTACK.format(attack="pull") + "most = 1\n"
+    assert _errors(text) == ["p.toml: $.stage[2].most: must be >= 2 (got 1)"]
+
+
+def test_check_stages_is_skipped_after_an_earlier_stage_failed_to_parse():
+    v2_toy_plugin.stage_checks.clear()
+    text = AFTER_ATTACK.format(attack="pull").replace('use = "mean-pull"', 'use = "mean-pul"')
+    lines = _errors(text)
+    assert len(lines) == 1 and lines[0].startswith("p.toml: $.stage[1].use:")  # no cascade from stage 2
+    assert v2_toy_plugin.stage_checks == []
+
+
+def test_a_periodic_probe_is_shown_the_stages_before_it_and_the_stage_that_runs_it_last():
+    v2_toy_plugin.stage_checks.clear()
+    text = (HEAD + '\n[[stage]]\ndo = "attack"\nuse = "mean-pull"\n\n[[stage]]\ndo = "train"\nuse = "sgd"\n'
+            'probes = [{ use = "after-attack", most = 1 }]\n')
+    assert _errors(text) == ["p.toml: $.stage[1].probes[0].most: must be >= 2 (got 1)"]
+    assert v2_toy_plugin.stage_checks == [(2, [0, 1])]

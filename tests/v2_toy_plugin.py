@@ -7,7 +7,8 @@
 - a component kind ``fitter`` and a stage kind ``do = "fit"`` that a plugin adds;
 - ``two-tasks`` (a task sequence) and ``task-heads`` (a task-aware model), with ``task-acc``;
 - ``mean-pull``: an attack whose ``setup`` fits something on the training data;
-- ``nearest``: a non-parametric model whose support set lives in its extra state, and ``memorize``.
+- ``nearest``: a non-parametric model whose support set lives in its extra state, and ``memorize``;
+- ``after-attack``: a probe whose config checks the stages before it (``check_stages``).
 """
 
 from __future__ import annotations
@@ -321,6 +322,37 @@ class PoolerConfig:
                               f"have {shape.height}", key="pools")
 
 
+#: (index of the checking stage, indices of the stages it was shown), per check_stages call
+stage_checks: list[tuple[int, list[int]]] = []
+
+
+@attrs.define
+class AfterAttackConfig:
+    attack: str = param("mean-pull", doc="label of an earlier attack stage whose robust accuracy is read back")
+    most: int = param(10, doc="at most this many stages before this one")
+
+    def check_stages(self, earlier) -> None:
+        stage_checks.append((len(earlier), [s.index for s in earlier]))
+        if len(earlier) > self.most:
+            raise ValueError(f"'most' must be >= {len(earlier)}: {self.most}")
+        labels = [s.label for s in earlier if s.do == "attack"]
+        if self.attack not in labels:
+            from deepscope import ConfigError
+
+            raise ConfigError(f"no earlier attack stage is labelled {self.attack!r} (attack stages before this "
+                              f"one: {labels or 'none'}); add one or fix the label", key="attack")
+
+
+class AfterAttack:
+    """Reads an earlier attack stage's robust accuracy back from ``state.latest``."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def measure(self, state, ctx):
+        return {"read_back": state.latest[f"attack/{self.config.attack}/robust_acc"]}
+
+
 # --------------------------------------------------------------------------- registration
 
 
@@ -351,6 +383,7 @@ def deepscope_register_probes(register):
     register("train-set", TrainSetProbe)
     register("shifted-accuracy", ShiftedAccuracy)
     register("task-acc", TaskAccuracy, TaskAccConfig)
+    register("after-attack", AfterAttack, AfterAttackConfig)
 
 
 @hookimpl

@@ -234,6 +234,22 @@ def check_against_data(data: ComponentSpec, specs: list[ComponentSpec]) -> list[
     return issues
 
 
+def check_against_stages(spec: ComponentSpec, earlier: list[StageSpec]) -> list[ConfigIssue]:
+    """Run a component config's ``check_stages(earlier)`` (the ChecksStages protocol), if it has one.
+
+    For components that depend on what earlier stages ran (a probe comparing earlier attacks), so that
+    ``validate`` rejects a reference to a stage that does not exist, as ``run`` would only at the end.
+    """
+    check = getattr(spec.config, "check_stages", None)
+    if not callable(check):
+        return []
+    try:
+        check(earlier)
+    except (ValueError, ConfigError) as exc:
+        return _check_issues(exc, spec.path)
+    return []
+
+
 def _check_issues(exc: Exception, path: str) -> list[ConfigIssue]:
     if isinstance(exc, ConfigError):
         return list(exc.with_prefix(path).issues)
@@ -299,6 +315,10 @@ class StageGraph:
             issues.append(ConfigIssue(path, f"{spec.kind} {spec.name!r} needs {', '.join(missing)}, which no "
                                             f"earlier stage produces ({self._producers(missing)})"))
         stage = StageSpec(i, do, spec, name, probes, data)  # an alias (evaluate) keeps its own metric prefix
+        if len(self.stages) == i:  # after an earlier stage failed to parse, its absence would mislead the check
+            issues.extend(check_against_stages(stage.spec, list(self.stages)))
+            for periodic in probes:  # a periodic probe runs inside the stage: it comes last
+                issues.extend(check_against_stages(periodic.spec, [*self.stages, stage]))
         self.available.update(stage_kind.provides)
         self.available.update(spec.component.provides)
         if SYNTHETIC in stage_kind.provides or SYNTHETIC in spec.component.provides:

@@ -14,7 +14,7 @@ from typing import Any
 
 from deepscope import hookimpl
 
-from . import (attacks_config, datasets_config, distill_config, models_config, probes_config, trainers_config,
+from . import (attack_gap_config, attacks_config, datasets_config, distill_config, models_config, probes_config, trainers_config,
                smoothing_config, worst_case_config)
 from .trainers_config import TrainConfig
 
@@ -87,6 +87,7 @@ def deepscope_register_probes(register):
     probes_config.register(register)
     distill_config.register_probes(register)
     worst_case_config.register(register)
+    attack_gap_config.register(register)
     smoothing_config.register(register)
 
 

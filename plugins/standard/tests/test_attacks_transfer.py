@@ -9,6 +9,7 @@ from torch import nn
 from deepscope import hookimpl
 from deepscope.testing import make_host, run_toml, tiny_data
 from deepscope_standard.attacks_config import TransferConfig
+from deepscope_standard.attacks import pgd
 from deepscope_standard.autopgd import apgd
 from deepscope_standard.transfer import TransferAttack
 
@@ -36,6 +37,25 @@ def test_perturb_is_apgd_on_the_surrogate_and_never_queries_the_target():
     got = attack.perturb(target, x, y)
     assert target.calls == 0
     assert torch.equal(got, apgd(surrogate, x, y, eps=0.1, steps=5, generator=torch.Generator().manual_seed(3)))
+
+
+@pytest.mark.parametrize("method", ["pgd", "apgd"])
+def test_a_transfer_attack_whose_surrogate_is_the_attacked_model_is_the_white_box_attack(method):
+    """The oracle: with the attacked model as its own surrogate, transfer is white-box PGD (APGD) bit for bit,
+    batch after batch (one generator runs through the stage) and for targeted attacks too."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, CLASSES)).eval()
+    attack = TransferAttack(TransferConfig(method=method, eps=0.1, steps=7, norm="l2", loss="margin", seed=5))
+    attack.surrogate = model
+    white_box = pgd if method == "pgd" else apgd
+    gen = torch.Generator().manual_seed(5)
+    for batch in range(2):
+        x, y = torch.rand(6, *SHAPE), torch.arange(6) % CLASSES
+        target = (y + 1 + batch) % CLASSES if batch else None
+        expected = white_box(model, x, y, eps=0.1, norm="l2", steps=7, loss="margin", target=target, generator=gen)
+        got = attack.perturb(model, x, y, target=target)
+        assert torch.equal(got, expected), f"batch {batch}"
+        assert not torch.equal(got, x)  # the attack moved the inputs: the equality is not vacuous
 
 
 def test_perturb_before_setup_is_a_clear_error():
