@@ -111,7 +111,16 @@ def _check_fair(config: AttackGapConfig, reference, alternatives: list) -> None:
 
 
 def _threat(stage) -> tuple:
-    return getattr(stage.config, "norm", None), getattr(stage.config, "eps", None)
+    """(norm, eps) of an attack stage; a wrapper without its own eps (``ntk-transfer``) has its nested
+    ``attack``'s threat model."""
+    config = stage.config
+    if getattr(config, "eps", None) is None:
+        nested = getattr(config, "attack", None)
+        if isinstance(nested, dict):  # the default table of a nested attack
+            return nested.get("norm", "linf"), nested.get("eps")
+        if nested is not None and hasattr(nested, "config"):
+            config = nested.config
+    return getattr(config, "norm", None), getattr(config, "eps", None)
 
 
 def _describe(stage) -> str:
