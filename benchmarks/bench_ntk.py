@@ -2,6 +2,7 @@
 and KIP steps per second.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_ntk.py [--n 32] [--n-vp 8] [--chunk 8] [--repeats 2]
+    OMP_NUM_THREADS=1 python benchmarks/bench_ntk.py --crossover      # jacobian against ntk-vp, ~3 min
 
 The peer is the PyTorch tutorial "Neural Tangent Kernels" (intermediate_source/neural_tangent_kernels.py):
 Jacobian contraction (vmap(jacrev) on both sides, one einsum per parameter, all examples at once) and
@@ -11,6 +12,12 @@ float32 network on the same inputs; the kernels are checked equal. Each measurem
 subprocess, so peak memory is that process's peak resident set size above its state after building the
 model (ru_maxrss). Models: LeNet-300-100 (784-300-100-10, 266,610 parameters) and a small CNN on 28x28
 (conv 16 - conv 32 - linear, stride 2). Prints one table: seconds, peak MiB, and the ratios peer / ours.
+
+``--crossover``: our two methods side by side in one process on one thread, for registered models
+(lenet-300-100, lenet-5, ntk-mlp of two widths) built through the plugin registry, n examples, k outputs,
+modes "trace" and "full" (default chunk size 64, float64 as the ntk components compute): seconds of each
+(best of 2 when a run is under a second, after one warm-up call per model), their ratio, the method
+``method = "auto"`` picks, and how much slower the pick is than the faster one.
 """
 
 from __future__ import annotations
@@ -116,15 +123,79 @@ def kip_steps_per_second(steps: int = 20, support: int = 100, target: int = 1000
     return steps / (time.perf_counter() - start)
 
 
+CROSSOVER_MODELS = ({"use": "lenet-300-100"}, {"use": "lenet-5"}, {"use": "ntk-mlp", "width": 128},
+                    {"use": "ntk-mlp", "width": 512})
+
+
+def registered_model(table: dict, k: int) -> nn.Module:
+    """A registered model (behind its Network normalization) for 1x28x28 inputs and k classes."""
+    from deepscope import DatasetInfo, build_network, get_host, structure_component
+
+    spec, issues = structure_component(get_host().registry, "model", table, "$.model")
+    if issues:
+        raise SystemExit(f"cannot build {table}: {issues}")
+    torch.manual_seed(0)
+    return build_network(spec, DatasetInfo("bench", k, (1, 28, 28), mean=(0.5,), std=(0.25,))).eval()
+
+
+def _best_seconds(call) -> float:
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+    if first >= 1.0:
+        return first
+    start = time.perf_counter()
+    call()
+    return min(first, time.perf_counter() - start)
+
+
+def crossover(sizes: list[int], outputs: list[int], dtype) -> None:
+    from deepscope_ntk.empirical import choose_method
+
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {dtype}, chunk 64")
+    print(f"{'model':<22}{'P':>9}{'conv':>6}{'k':>4}{'n':>5}{'mode':>7}{'jac s':>9}{'vp s':>9}{'jac/vp':>8}"
+          f"{'auto':>10}{'auto/best':>10}")
+    started, worst = time.perf_counter(), 1.0
+    for table in CROSSOVER_MODELS:
+        for k in outputs:
+            net = registered_model(table, k)
+            params = sum(p.numel() for p in net.parameters())
+            conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in net.modules())
+            name = ",".join(f"{v}" for v in table.values())
+            warm = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+            for method in ("jacobian", "ntk-vp"):
+                empirical_ntk(net, warm, method=method, dtype=dtype)
+            for n in sizes:
+                x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+                for mode in ("trace", "full"):
+                    secs = {m: _best_seconds(lambda m=m: empirical_ntk(net, x, method=m, mode=mode, dtype=dtype))
+                            for m in ("jacobian", "ntk-vp")}
+                    pick = choose_method(net, n, n, k, mode)
+                    regret = secs[pick] / min(secs.values())
+                    worst = max(worst, regret)
+                    print(f"{name:<22}{params:>9}{str(conv):>6}{k:>4}{n:>5}{mode:>7}{secs['jacobian']:>9.3f}"
+                          f"{secs['ntk-vp']:>9.3f}{secs['jacobian'] / secs['ntk-vp']:>8.2f}{pick:>10}{regret:>10.2f}",
+                          flush=True)
+    print(f"worst auto/best {worst:.2f}; wall {time.perf_counter() - started:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32, help="examples (Jacobian methods)")
     parser.add_argument("--n-vp", type=int, default=8, help="examples (NTK-vector-product methods: N^2 cost)")
     parser.add_argument("--chunk", type=int, default=8, help="our chunk size")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--crossover", action="store_true", help="jacobian against ntk-vp (one process)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 24, 48], help="crossover: n")
+    parser.add_argument("--outputs", type=int, nargs="+", default=[2, 5, 10], help="crossover: k")
+    parser.add_argument("--float32", action="store_true", help="crossover: float32 instead of float64")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.crossover:
+        crossover(args.sizes, args.outputs, torch.float32 if args.float32 else torch.float64)
+        return
     if args.one:
         print(json.dumps(one(*args.one, args.size, args.chunk, args.repeats)))
         return

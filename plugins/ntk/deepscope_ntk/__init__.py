@@ -21,6 +21,7 @@ from .configs import (AdvNTKCNNConfig, EigenfeaturesConfig, EmpiricalNTKProbeCon
 #: access (PEP 562) so that ``import deepscope_ntk`` stays torch-free. Import these from here only.
 _LAZY = {
     "empirical_ntk": "deepscope_ntk.empirical",
+    "empirical_nngp": "deepscope_ntk.empirical",
     "fc_relu_kernel": "deepscope_ntk.analytic",
     "KernelRegression": "deepscope_ntk.krr",
     "encode_targets": "deepscope_ntk.krr",

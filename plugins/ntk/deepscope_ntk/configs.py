@@ -7,7 +7,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from deepscope import (AttackConfig, DistillerConfig, ModelConfig, ProbeConfig, TrainerConfig, component_param,
+from deepscope import (AttackConfig, ConfigError, DistillerConfig, ModelConfig, ProbeConfig, TrainerConfig, component_param,
                        non_negative, param, positive)
 
 
@@ -22,9 +22,12 @@ class NTKMLPConfig(ModelConfig):
     b_std: float = param(0.1, doc="bias scale (0: no bias contribution)", validator=non_negative)
 
 
-Kernel = Literal["analytic-ntk", "analytic-nngp", "empirical-ntk"]
+Kernel = Literal["analytic-ntk", "analytic-nngp", "empirical-ntk", "empirical-nngp"]
+EMPIRICAL_KERNELS = ("empirical-ntk", "empirical-nngp")
 Targets = Literal["onehot", "centered", "pm1"]
-Method = Literal["jacobian", "ntk-vp"]
+Method = Literal["auto", "jacobian", "ntk-vp"]
+METHOD_DOC = ("'auto' (the measured rule: Jacobian contraction with a convolution or for trace kernels, NTK-vector "
+              "products for full kernels of >= 3 outputs), 'jacobian' or 'ntk-vp' (same numbers)")
 
 
 @attrs.define(kw_only=True)
@@ -32,19 +35,38 @@ class KernelRegressionConfig(ModelConfig):
     """Kernel ridge regression f(x) = K(x, X)(K + lambda I)^-1 Y, lambda = reg * tr(K) / n, as a model."""
 
     kernel: Kernel = param("analytic-ntk", doc="'analytic-ntk' / 'analytic-nngp' (FC ReLU network of depth, "
-                           "w_std, b_std) or 'empirical-ntk' (of the network below, at its initialization)")
+                           "w_std, b_std), 'empirical-ntk' or 'empirical-nngp' (of the network below at its "
+                           "initialization, or of the run's trained model with of_run_model)")
     depth: int = param(1, doc="analytic kernels: hidden layers of the FC ReLU network", validator=non_negative)
     w_std: float = param(math.sqrt(2.0), doc="analytic kernels: weight scale (NTK parameterization)",
                          validator=positive)
     b_std: float = param(0.1, doc="analytic kernels: bias scale", validator=non_negative)
     network: object = component_param("model", default={"use": "ntk-mlp"},
-                                      doc="empirical-ntk: the model whose NTK (trace over outputs / k) is the kernel")
-    method: Method = param("jacobian", doc="empirical-ntk: 'jacobian' contraction or 'ntk-vp' products")
+                                      doc="empirical kernels: the model whose NTK / NNGP (trace over outputs / k) "
+                                          "is the kernel")
+    of_run_model: bool = param(False, doc="empirical kernels: the kernel of the run's current (trained) model "
+                               "(a frozen copy of its body taken when fitted) instead of `network`; for a "
+                               "kernel-regression nested in kernel-fit's `krr` or ntk-transfer's `surrogate`")
+    method: Method = param("auto", doc="empirical-ntk: " + METHOD_DOC)
     chunk_size: int = param(64, doc="empirical-ntk: examples per block (memory only)", validator=positive)
     reg: float = param(0.0, doc="ridge: lambda = reg * tr(K) / n (0: ridgeless interpolation)",
                        validator=non_negative)
     targets: Targets = param("onehot", doc="regression targets of hard labels: 'onehot', 'centered' "
                              "(one-hot - 1/C) or 'pm1' (binary only: -1/+1, logits [-f/2, f/2])")
+
+    def __attrs_post_init__(self):
+        if self.of_run_model and self.kernel not in EMPIRICAL_KERNELS:
+            # worded as attrs' validators are, so the loader reports it at the key path
+            raise ValueError(f"'of_run_model' needs an empirical kernel (kernel = 'empirical-ntk' or "
+                             f"'empirical-nngp'); kernel = {self.kernel!r} has no network: {self.of_run_model}")
+
+    def check(self, shape) -> None:
+        """Called for the run's own [model] only (never for a nested krr / surrogate): there, of_run_model
+        would have no other model to copy."""
+        if self.of_run_model:
+            raise ConfigError("of_run_model = true on the run's own [model]: there is no other, trained model to "
+                              "take the kernel of. Train a network as [model] and put this kernel-regression in "
+                              "kernel-fit's krr = { ... } or ntk-transfer's surrogate = { ... }", key="of_run_model")
 
 
 @attrs.define(kw_only=True)
@@ -57,17 +79,24 @@ class KernelFitConfig(TrainerConfig):
     test_n: Optional[int] = param(1000, doc="test examples for the logged test accuracy (none: all)",
                                   validator=positive)
     batch_size: int = param(500, doc="examples per prediction pass (memory only)", validator=positive)
+    krr: object = component_param("model", default=None,
+                                  doc="fit this kernel-regression instead of the run's model (which stays as it "
+                                      "is), e.g. { use = \"kernel-regression\", kernel = \"empirical-ntk\", "
+                                      "of_run_model = true }: the after-training kernel of the trained network")
 
 
 @attrs.define(kw_only=True)
 class EmpiricalNTKProbeConfig(ProbeConfig):
-    """Statistics of the run model's empirical NTK on a fixed batch: trace, spectrum, label alignment."""
+    """Statistics of the run model's empirical NTK (or NNGP) on a fixed batch: trace, spectrum, label alignment."""
+
+    kind: Literal["ntk", "nngp"] = param("ntk", doc="'ntk': the tangent kernel; 'nngp': the inner product of the "
+                                         "outputs f(x) f(x')^T at the current parameters")
 
     n: int = param(32, doc="examples in the fixed batch (the first n // classes of each class)", validator=positive)
     split: Literal["train", "test"] = param("train", doc="which split the batch comes from")
     mode: Literal["trace", "full"] = param("trace", doc="'trace': the (n, n) kernel summed over outputs; "
                                            "'full': the (n k, n k) kernel of every output pair")
-    method: Method = param("jacobian", doc="'jacobian' contraction or 'ntk-vp' products (same numbers)")
+    method: Method = param("auto", doc="kind = 'ntk': " + METHOD_DOC)
     chunk_size: int = param(64, doc="examples per block (memory only)", validator=positive)
     float64: bool = param(True, doc="compute the kernel on a float64 copy of the parameters")
     top_k: int = param(5, doc="leading eigenvalues to log as eig_0 .. eig_{k-1}", validator=positive)
@@ -220,7 +249,7 @@ class NTKEvolutionConfig(ProbeConfig):
     mass_k: list[int] = param(factory=lambda: [10, 20], validator=_positive_ints,
                               doc="mass_top{k}: the share of sum lambda^2 in the top k eigenvalues")
     history: bool = param(True, doc="keep every kernel (float32) in the run state for ntk-evolution-report")
-    method: Method = param("jacobian", doc="'jacobian' or 'ntk-vp'")
+    method: Method = param("auto", doc=METHOD_DOC)
     chunk_size: int = param(64, doc="examples per kernel block (memory only)", validator=positive)
     float64: bool = param(True, doc="compute on a float64 copy of the parameters")
 

@@ -9,6 +9,8 @@ softplus(-y f), the notebook's loss), so the stock gradient attacks work on it u
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,7 +18,7 @@ from torch import nn
 from deepscope import ConfigError
 
 from .analytic import fc_relu_kernel
-from .empirical import empirical_ntk
+from .empirical import empirical_nngp, empirical_ntk
 
 
 def encode_targets(y: torch.Tensor, num_classes: int, targets: str) -> torch.Tensor:
@@ -45,15 +47,32 @@ class KernelRegression(nn.Module):
     def out_width(self) -> int:
         return 1 if self.config.targets == "pm1" else self.num_classes
 
+    def adopt_network(self, body: nn.Module) -> None:
+        """Use a frozen copy of ``body`` (the run's trained model, in the same input space) as the kernel's
+        network: the after-training kernel. Later training of ``body`` does not move the copy."""
+        if self.config.kernel not in ("empirical-ntk", "empirical-nngp"):
+            raise ValueError(f"kernel {self.config.kernel!r} has no network to adopt")
+        network = copy.deepcopy(body)
+        network.requires_grad_(False)
+        self.network = network
+
     def kernel(self, a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
         """The scalar kernel K(a, b) in float64, differentiable in the inputs."""
         cfg = self.config
-        if cfg.kernel == "empirical-ntk":
+        if cfg.kernel in ("empirical-ntk", "empirical-nngp"):
+            if self.network is None:
+                raise ConfigError("kernel-regression with of_run_model = true has no network until it adopts the "
+                                  "run's model: nest it in kernel-fit's `krr` or ntk-transfer's `surrogate` after "
+                                  "a training stage, or set of_run_model = false", key="$.model.of_run_model")
             was_training = self.network.training
             self.network.eval()
             try:
-                k = empirical_ntk(self.network, a, b, method=cfg.method, mode="trace", chunk_size=cfg.chunk_size,
-                                  dtype=torch.float64)
+                if cfg.kernel == "empirical-ntk":
+                    k = empirical_ntk(self.network, a, b, method=cfg.method, mode="trace",
+                                      chunk_size=cfg.chunk_size, dtype=torch.float64)
+                else:
+                    k = empirical_nngp(self.network, a, b, mode="trace", chunk_size=cfg.chunk_size,
+                                       dtype=torch.float64)
             finally:
                 self.network.train(was_training)
             return k / self.num_classes if k.ndim == 2 else k
@@ -127,7 +146,8 @@ def make_kernel_regression(config, info) -> KernelRegression:
         raise ConfigError(f"targets = 'pm1' needs a binary task, but the data has {info.num_classes} classes: "
                           "use 'onehot' or 'centered', or keep two classes (e.g. [data] classes = [0, 9])",
                           key="$.model.targets")
-    network = config.network.build(info) if config.kernel == "empirical-ntk" else None
+    empirical = config.kernel in ("empirical-ntk", "empirical-nngp") and not config.of_run_model
+    network = config.network.build(info) if empirical else None
     return KernelRegression(config, info.num_classes, network)
 
 
@@ -149,11 +169,20 @@ class KernelFit:
         self.config = config
 
     def train(self, state, ctx) -> None:
-        cfg, model = self.config, state.model
+        cfg = self.config
+        model = state.model if cfg.krr is None else state.build_model(cfg.krr, seed=state.seed)
         body = model.body
         if not isinstance(body, KernelRegression):
+            where = "krr" if cfg.krr is not None else "use"
             raise ConfigError(f"kernel-fit fits a kernel-regression model, not {type(body).__name__}: "
-                              "write [model] use = \"kernel-regression\"", key="use")
+                              "write [model] use = \"kernel-regression\", or krr = { use = \"kernel-regression\", "
+                              "... } to fit one beside the run's model", key=where)
+        if body.config.of_run_model:
+            if cfg.krr is None:
+                raise ConfigError("kernel-fit: the run's model is itself the kernel-regression with of_run_model = "
+                                  "true, so there is no trained model to take the kernel of: put it in kernel-fit's "
+                                  "krr = { ... } after a training stage of a network", key="krr")
+            body.adopt_network(state.model.body)
         x, y = state.data.tensors("train")
         idx = balanced_indices(y, cfg.n, state.info.num_classes, cfg.balanced)
         x, y = x[idx].to(state.device), y[idx].to(state.device)

@@ -1,4 +1,4 @@
-"""Probe ``empirical-ntk``: what the run's model's tangent kernel looks like on a fixed batch."""
+"""Probe ``empirical-ntk``: what the run's model's tangent kernel (or NNGP kernel) looks like on a fixed batch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from deepscope import ConfigError
 
-from .empirical import empirical_ntk
+from .empirical import empirical_nngp, empirical_ntk
 from .krr import balanced_indices
 
 
@@ -44,8 +44,12 @@ class EmpiricalNTKProbe:
                               "NTK; probe a network model (e.g. [model] use = \"ntk-mlp\")", key="use")
         dtype = torch.float64 if cfg.float64 else None
         with ctx.eval_mode(), torch.enable_grad():
-            kernel = empirical_ntk(state.model, x, method=cfg.method, mode=cfg.mode, chunk_size=cfg.chunk_size,
-                                   dtype=dtype).detach().cpu().double()
+            if cfg.kind == "nngp":
+                kernel = empirical_nngp(state.model, x, mode=cfg.mode, chunk_size=cfg.chunk_size, dtype=dtype)
+            else:
+                kernel = empirical_ntk(state.model, x, method=cfg.method, mode=cfg.mode, chunk_size=cfg.chunk_size,
+                                       dtype=dtype)
+            kernel = kernel.detach().cpu().double()
         onehot = (F.one_hot(y, classes).double() - 1.0 / classes) if not y.is_floating_point() else y.double()
         if cfg.mode == "full":
             n, _, k, _ = kernel.shape

@@ -29,6 +29,8 @@ class NTKTransfer:
             raise ConfigError(f"surrogate must be a kernel-regression model, not {type(surrogate.body).__name__}: "
                               "write surrogate = { use = \"kernel-regression\", kernel = \"analytic-ntk\" }",
                               key="surrogate")
+        if surrogate.body.config.of_run_model:  # the after-training kernel of the network it is evaluated on
+            surrogate.body.adopt_network(state.model.body)
         x, y = state.data.tensors("train")
         idx = balanced_indices(y, cfg.n, state.info.num_classes, balanced=True)
         with torch.no_grad():

@@ -89,3 +89,36 @@ def test_bad_arguments_are_named():
         empirical_ntk(model, torch.randn(2, 2), mode="sum")
     with pytest.raises(ValueError, match="no parameters"):
         empirical_ntk(nn.ReLU(), torch.randn(2, 2))
+
+
+def test_auto_resolves_by_the_measured_rule():
+    from deepscope_ntk.empirical import VP_MIN_OUTPUTS, choose_method
+
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 10))
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 2 * 2, 10))
+    assert VP_MIN_OUTPUTS == 3
+    for n in (1, 8, 100):
+        assert choose_method(conv, n, n, 10, "full") == "jacobian"  # a convolution: always the Jacobian method
+        assert choose_method(conv, n, n, 2, "trace") == "jacobian"
+        assert choose_method(mlp, n, n, 10, "full") == "ntk-vp"  # full kernel of many outputs, no convolution
+        assert choose_method(mlp, n, n, 3, "full") == "ntk-vp"
+        assert choose_method(mlp, n, n, 2, "full") == "jacobian"  # two outputs: the contraction is as cheap
+        assert choose_method(mlp, n, n, 10, "trace") == "jacobian"
+        assert choose_method(mlp, n, n, 10, "diagonal") == "jacobian"
+
+
+@pytest.mark.parametrize("mode", ["full", "trace"])
+def test_auto_gives_the_same_kernel_as_both_methods_and_asks_the_rule_with_n_and_k(mode, monkeypatch):
+    import deepscope_ntk.empirical as empirical
+
+    model = small_net(k=4)
+    x1, x2 = torch.randn(5, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    auto = empirical_ntk(model, x1, x2, method="auto", mode=mode)
+    for method in ("jacobian", "ntk-vp"):
+        torch.testing.assert_close(auto, empirical_ntk(model, x1, x2, method=method, mode=mode), rtol=1e-12,
+                                   atol=1e-12)
+    asked = []
+    monkeypatch.setattr(empirical, "choose_method", lambda *args: asked.append(args[1:]) or "ntk-vp")
+    empirical_ntk(model, x1, x2, method="auto", mode=mode)
+    empirical_ntk(model, x1, method="auto", mode=mode)
+    assert asked == [(5, 3, 4, mode), (5, 5, 4, mode)]

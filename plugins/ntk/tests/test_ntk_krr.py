@@ -3,6 +3,8 @@ the binary logits, and gradients to the inputs for every kernel."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -129,3 +131,47 @@ def test_balanced_support_takes_the_first_of_each_class():
     assert balanced_indices(y, 6, 3, True).tolist() == [0, 1, 2, 4, 5, 6]
     assert balanced_indices(y, 4, 3, False).tolist() == [0, 1, 2, 3]
     assert balanced_indices(y, None, 3, True).tolist() == list(range(10))
+
+
+def test_empirical_nngp_regression_uses_the_network_outputs_gram_matrix():
+    from deepscope_ntk.empirical import empirical_nngp
+
+    body = krr(kernel="empirical-nngp", network={"use": "ntk-mlp", "width": 64}, reg=1e-3)
+    x, y = data(15)
+    body.fit(x, y)
+    with torch.no_grad():
+        out = copy.deepcopy(body.network).double()(x.double())  # the outputs by the network itself
+    torch.testing.assert_close(body.kernel(x), out @ out.T / 3, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(body.kernel(x), empirical_nngp(body.network, x, mode="trace", dtype=torch.float64) / 3)
+    assert torch.linalg.matrix_rank(body.kernel(x)).item() <= 3  # the outputs' Gram: rank at most k
+
+
+@pytest.mark.parametrize("kernel", ["empirical-ntk", "empirical-nngp"])
+def test_of_run_model_adopts_a_frozen_copy_of_the_trained_network(kernel):
+    from deepscope_ntk.empirical import empirical_nngp, empirical_ntk
+    from deepscope_ntk.mlp import NTKMLP
+
+    body = krr(kernel=kernel, of_run_model=True, reg=1e-3)  # the NNGP of 3 outputs has rank 3
+    assert body.network is None  # nothing is built: the kernel is the run's model's
+    torch.manual_seed(3)
+    trained = NTKMLP(12, 3, width=16, depth=1, w_std=1.4, b_std=0.1)
+    x, y = data(9)
+    body.adopt_network(trained)
+    body.fit(x, y)
+    direct = (empirical_ntk(trained, x, mode="trace", dtype=torch.float64) if kernel == "empirical-ntk"
+              else empirical_nngp(trained, x, mode="trace", dtype=torch.float64))
+    torch.testing.assert_close(body.kernel(x), direct / 3, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        trained.classifier.weight.mul_(2.0)  # training the run's model further leaves the copy as it was
+    torch.testing.assert_close(body.kernel(x), direct / 3, rtol=1e-12, atol=1e-12)
+    assert all(p.requires_grad for p in trained.parameters())
+    assert not any(p.requires_grad for p in body.network.parameters())
+
+
+def test_of_run_model_needs_an_empirical_kernel_and_a_run_model():
+    config, issues = structure_config(KernelRegressionConfig, {"kernel": "analytic-ntk", "of_run_model": True},
+                                      "$.model", what="model", registry=make_host(deepscope_ntk).registry)
+    assert issues and "of_run_model" in str(issues[0]) and "empirical" in str(issues[0])
+    body = krr(kernel="empirical-ntk", of_run_model=True)
+    with pytest.raises(ConfigError, match="of_run_model"):
+        body.fit(*data(4))

@@ -119,3 +119,65 @@ def test_kernel_fit_on_a_distilled_set_uses_its_images_and_float_labels(host):
     assert m["probe/accuracy/acc"] > 0.7
     body = result.state.model.body
     assert body.targets.shape == (20, 2) and set(body.targets.unique().tolist()) == {-0.5, 0.5}
+
+
+AFTER_TRAINING = """
+[run]
+name = "krr-after-training"
+seed = 0
+[data]
+use = "fashion-mnist-sample"
+classes = [0, 6]
+[model]
+use = "ntk-mlp"
+width = 32
+[[stage]]
+do = "train"
+use = "gd-mse"
+steps = 5
+lr = 0.3
+n = 32
+[[stage]]
+do = "train"
+use = "kernel-fit"
+name = "after"
+n = 20
+test_n = 40
+krr = { use = "kernel-regression", kernel = "empirical-ntk", of_run_model = true, targets = "centered", reg = 0.1 }
+"""
+
+
+def test_kernel_fit_with_the_run_model_fits_the_trained_networks_own_ntk(host):
+    """The after-training kernel: kernel-fit's krr takes a frozen copy of the trained ntk-mlp; its test
+    accuracy equals a KRR written by hand on empirical_ntk(trained network), and the run's model is unchanged."""
+    import torch
+
+    from deepscope_ntk.empirical import empirical_ntk
+    from deepscope_ntk.krr import balanced_indices, encode_targets
+
+    result = run_toml(AFTER_TRAINING, host, track=False)
+    assert result.status == "FINISHED"
+    state = result.state
+    model = state.model
+    assert type(model.body).__name__ == "NTKMLP"  # the run's model stays the network
+    x, y = state.data.tensors("train")
+    idx = balanced_indices(y, 20, 2, True)
+    xs = model.to_input(x[idx])
+    test_x, test_y = state.data.tensors("test", 40)
+    gram = empirical_ntk(model.body, xs, mode="trace", dtype=torch.float64) / 2
+    cross = empirical_ntk(model.body, model.to_input(test_x), xs, mode="trace", dtype=torch.float64) / 2
+    lam = 0.1 * torch.trace(gram).item() / 20  # lambda carries the trained kernel's trace: a sharp check
+    assert result.metrics["train/after/lambda"] == pytest.approx(lam, rel=1e-9)
+    alpha = torch.linalg.solve(gram + lam * torch.eye(20, dtype=torch.float64), encode_targets(y[idx], 2, "centered"))
+    want = ((cross @ alpha).argmax(1) == test_y).double().mean().item()
+    assert result.metrics["train/after/test_acc"] == pytest.approx(want, abs=1e-12)
+    assert result.metrics["train/after/support"] == 20
+
+
+def test_of_run_model_on_the_runs_own_model_is_rejected_at_load(host):
+    from deepscope import ConfigError
+
+    own = PIPELINE.replace('kernel = "analytic-nngp"', 'kernel = "empirical-ntk"\nof_run_model = true')
+    with pytest.raises(ConfigError, match="of_run_model"):
+        parse_pipeline(own, host.registry)
+    parse_pipeline(AFTER_TRAINING, host.registry)  # nested in kernel-fit's krr it is fine

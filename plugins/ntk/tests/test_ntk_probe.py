@@ -81,3 +81,20 @@ def test_the_probe_leaves_the_model_mode_as_it_found_it():
     assert state.model.training
     assert stats["eig_0"] >= stats["eig_1"] > 0 and "eig_2" not in stats
     assert result.metrics["probe/empirical-ntk/eig_2"] > 0
+
+
+def test_nngp_kind_statistics_match_the_outputs_inner_product():
+    import torch
+
+    result = run_toml(pipeline("linear", 'kind = "nngp"'), make_host(LinearBench(), deepscope_ntk), track=False)
+    m = {k.split("/")[-1]: v for k, v in result.metrics.items() if k.startswith("probe/empirical-ntk/")}
+    state = result.state
+    x, y = state.data.tensors("train")
+    idx = sorted(i for c in range(3) for i in torch.nonzero(y == c).flatten()[:4].tolist())
+    with torch.no_grad():
+        out = state.model.double()(x[idx].double())  # f(x) by the model itself, then its Gram matrix by hand
+    gram = (out @ out.T).numpy()
+    eigs = np.sort(np.linalg.eigvalsh(gram))[::-1]
+    assert m["trace"] == pytest.approx(np.trace(gram), rel=1e-9)
+    assert m["max_eig"] == pytest.approx(eigs[0], rel=1e-9)
+    assert m["frobenius"] == pytest.approx(np.linalg.norm(gram), rel=1e-9)
