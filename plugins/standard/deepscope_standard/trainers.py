@@ -247,14 +247,19 @@ class StandardTrainer:
             state.apply_masks()
             state.step += 1
 
+        loader = state.data.train_loader(batch_size=self.config.batch_size, shuffle=self.config.shuffle)
+        every = getattr(self.config, "test_every", 1)  # subclasses' configs may not have it
+        last = (self.config.epochs if self.config.iterations is None
+                else -(-self.config.iterations // max(len(loader), 1)))
+
         def epoch_end(epoch, metrics, objects):
-            metrics["test_acc"] = evaluate(model, test_loader, device)["acc"]
+            if epoch % every == 0 or epoch >= last:
+                metrics["test_acc"] = evaluate(model, test_loader, device)["acc"]
             ctx.epoch_end(metrics, checkpoint=objects)  # saved every [run] checkpoint_every epochs
 
         def progress(loader, total, epoch):
             return ctx.progress(loader, total=total, description=f"{ctx.prefix} epoch {epoch + 1}")
 
-        loader = state.data.train_loader(batch_size=self.config.batch_size, shuffle=self.config.shuffle)
         train_loop(model, loader, self.config, device,
                    batch_loss=self.batch_loss(state, ctx), after_step=after_step, epoch_end=epoch_end,
                    progress=progress, resume=lambda objects: ctx.resume(**objects))

@@ -56,6 +56,10 @@ class TrainConfig:
 class StandardConfig(TrainConfig):
     """Supervised training (cross-entropy or MSE); logs loss, train and test accuracy per epoch."""
 
+    test_every: int = param(1, doc="test accuracy every N epochs and after the last one (on a distilled set "
+                            "an epoch is one step, and testing on the real test split costs far more)",
+                            validator=positive)
+
 
 @attrs.define(kw_only=True)
 class AdversarialConfig(TrainConfig):

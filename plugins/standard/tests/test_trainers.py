@@ -123,6 +123,23 @@ def run(plugin: Plugin, stages: str, seed: int = 0):
         """, make_host(plugin), track=False)
 
 
+@pytest.mark.parametrize("schedule, tested", [("epochs = 7", [3, 6, 7]),
+                                                ("iterations = 40", [3, 6, 7])])  # 40 steps of 6 a pass: 7 epochs
+def test_test_every_tests_every_nth_epoch_and_the_last(schedule, tested):
+    plugin = Plugin(n_train=96)
+    result = run(plugin, f"""
+        [[stage]]
+        do = "train"
+        use = "standard"
+        {schedule}
+        test_every = 3
+        """)
+    assert [s for s, _ in plugin.series("train/standard/test_acc")] == tested
+    assert [s for s, _ in plugin.series("train/standard/loss")] == [1, 2, 3, 4, 5, 6, 7]
+    assert plugin.series("train/standard/test_acc")[-1][1] == pytest.approx(
+        evaluate(result.state.model, result.state.data.test_loader(), "cpu")["acc"])
+
+
 def test_standard_trainer_learns_and_logs_every_epoch():
     plugin = Plugin(n_train=96)
     result = run(plugin, """
