@@ -333,6 +333,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             default = repr(f.default)
         kind = f.metadata.get("component") if f.metadata else None
         type_text = f"{kind} name or {{ use = ..., ... }}" if kind else describe_type(f.type)
+        if kind and f.metadata.get("many"):
+            type_text = f"array of {kind} names or {{ use = ..., ... }}"
         rows.append((f.alias or f.name, type_text, default, field_doc(f)))
     if console.width >= WIDE:
         table = Table()

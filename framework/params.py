@@ -8,6 +8,8 @@ in TOML as an inline table ``{ use = "pgd", eps = 0.03 }``.
 
 from __future__ import annotations
 
+import copy
+
 from typing import Any, Callable
 
 import attrs
@@ -33,19 +35,22 @@ def param(default: Any = NOTHING, *, doc: str = "", validator: Callable | list |
     return attrs.field(**kwargs)
 
 
-def component_param(kind: str, default: Any = None, *, doc: str = "", required: bool = False) -> Any:
+def component_param(kind: str, default: Any = None, *, doc: str = "", required: bool = False,
+                    many: bool = False) -> Any:
     """A parameter naming another component of ``kind`` with its own parameters.
 
     TOML: ``attack = { use = "pgd", eps = 0.1, steps = 10 }``; the core checks
     the nested table against that component's config class and stores a
     :class:`deepscope.config.ComponentSpec` (call ``.build()``), or ``default``
     when the key is absent. ``default`` may be a dict such as ``{"use": "pgd"}``.
+    With ``many = True`` the parameter is an array of such tables (or names), each
+    checked at ``key[i]``, and the value a list of specs; ``default`` is then a list.
     """
-    meta = {"doc": doc, "component": kind}
+    meta = {"doc": doc, "component": kind, "many": many}
     if required:
         return attrs.field(metadata=meta)
-    if isinstance(default, dict):
-        return attrs.field(factory=lambda: dict(default), metadata=meta)
+    if isinstance(default, (dict, list)):
+        return attrs.field(factory=lambda: copy.deepcopy(default), metadata=meta)
     return attrs.field(default=default, metadata=meta)
 
 

@@ -214,6 +214,20 @@ def test_component_param_errors_have_nested_paths(registry):
     assert lines == ["p.toml: $.stage[0].attack: expected an attack name or a table with 'use' naming one, got int 3"]
 
 
+def test_a_many_component_param_is_a_list_of_specs_checked_at_each_index(registry):
+    p = parse_pipeline(NESTED + 'more = ["shift", { use = "shift", eps = 0.3 }]\n', registry)
+    more = p.stages[0].config.more
+    assert [m.name for m in more] == ["shift", "shift"] and [m.config.eps for m in more] == [0.1, 0.3]
+    assert p.resolved()["stage"][0]["more"][1] == {"use": "shift", "n_examples": None, "batch_size": 256,
+                                                   "targeted": False, "draws": 1, "eps": 0.3}
+    assert parse_pipeline(NESTED, registry).stages[0].config.more == []  # the default list
+    lines = errors_of(NESTED + 'more = ["shift", { use = "shift", epz = 0.3 }]\n', registry)
+    assert lines[0].startswith("p.toml: $.stage[0].more[1].epz: unknown key for attack 'shift'")
+    lines = errors_of(NESTED + 'more = { use = "shift" }\n', registry)
+    assert lines == ['p.toml: $.stage[0].more: expected an array of attack tables, e.g. [{ use = "..." }], '
+                     "got dict {'use': 'shift'}"]
+
+
 def test_nested_component_runs(registry, tmp_mlflow):
     from deepscope.testing import run_toml
 

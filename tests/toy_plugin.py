@@ -131,6 +131,7 @@ class RaisingProbe:
 @attrs.define
 class AttackedConfig:
     attack: object = component_param("attack", default={"use": "shift"}, doc="the attack to measure with")
+    more: object = component_param("attack", default=[], many=True, doc="further attacks (tests many = True)")
 
 
 class AttackedProbe:

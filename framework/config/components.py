@@ -45,13 +45,13 @@ def structure_config(cls: type, table: dict, path: str, *, what: str, registry: 
                                           (f" ({field_doc(field)})" if field_doc(field) else "")))
             elif component_kind:  # a default like {"use": "pgd"} is checked like a written table
                 default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
-                spec, sub = structure_component(registry, component_kind, default, fpath)
+                spec, sub = _structure_components(registry, component_kind, default, fpath, field)
                 issues.extend(sub)
                 values[key] = spec
             continue
         raw = table[key]
         if component_kind:
-            spec, sub = structure_component(registry, component_kind, raw, fpath)
+            spec, sub = _structure_components(registry, component_kind, raw, fpath, field)
             issues.extend(sub)
             values[key] = spec
             continue
@@ -78,6 +78,23 @@ def structure_config(cls: type, table: dict, path: str, *, what: str, registry: 
     except (ValueError, TypeError) as exc:  # __attrs_post_init__ cross-field checks
         name, msg = format_validator(exc)
         return None, [ConfigIssue(f"{path}.{name}" if name in fields else path, msg)]
+
+
+def _structure_components(registry, kind: str, raw: Any, path: str, field) -> tuple[Any, list[ConfigIssue]]:
+    """One nested component, or with ``many`` an array of them (each checked at ``path[i]``)."""
+    if not field.metadata.get("many"):
+        return structure_component(registry, kind, raw, path)
+    if raw is None:
+        return None, []
+    if not isinstance(raw, list):
+        return None, [ConfigIssue(path, f"expected an array of {kind} tables, e.g. [{{ use = \"...\" }}], "
+                                        f"got {describe(raw)}")]
+    specs, issues = [], []
+    for i, item in enumerate(raw):
+        spec, sub = structure_component(registry, kind, item, f"{path}[{i}]")
+        issues.extend(sub)
+        specs.append(spec)
+    return specs, issues
 
 
 def _non_finite(value: Any) -> bool:

@@ -52,11 +52,17 @@ class SyntheticKRRConfig(ProbeConfig):
                      "in a distill stage's periodic probes) or \"synthetic/<stage name>\"")
     krr: object = component_param("model", default=KRR_DEFAULT,
                                   doc="the kernel-regression fitted on the set (kernel, reg, targets)")
-    attack: object = component_param("attack", default={"use": "pgd", "eps": 0.1, "steps": 20},
-                                     doc="the attack run against the fitted predictor (any registered attack; "
-                                         "its own n_examples/batch_size are ignored: this probe's are used)")
+    attacks: object = component_param("attack", default=[{"use": "pgd", "eps": 0.1, "steps": 20}], many=True,
+                                      doc="the attacks run against the fitted predictor (any registered ones; "
+                                          "their own n_examples/batch_size are ignored: this probe's are used); "
+                                          "robust_acc is the per-example worst case over all of them")
     n_test: Optional[int] = param(1000, doc="the first N real test images (none: all)", validator=positive)
     batch_size: int = param(500, doc="test images per attack pass (memory only)", validator=positive)
+
+    def __attrs_post_init__(self):
+        if not self.attacks:
+            raise ValueError("'attacks' must name at least one attack, e.g. attacks = [{ use = \"pgd\", "
+                             "eps = 0.1 }]: []")
 
     def check(self, shape) -> None:
         check_krr(self.krr)

@@ -30,20 +30,21 @@ steps = 4
 eps = 0.1
 target_batch = 60
 test_n = 100
-probes = [{ use = "synthetic-krr", every_steps = 2, n_test = 50, attack = { use = "fgsm", eps = 0.1 } }]
+probes = [{ use = "synthetic-krr", every_steps = 2, n_test = 50, attacks = [{ use = "fgsm", eps = 0.1 }] }]
 [[stage]]
 do = "probe"
 use = "synthetic-krr"
 set = "synthetic/set"
 n_test = 120
 batch_size = 50
-attack = { use = "pgd", eps = 0.1, steps = 5, random_start = false }
+attacks = [{ use = "pgd", eps = 0.1, steps = 5, random_start = false }, "fgsm",
+           { use = "fgsm", eps = 0.05 }]
 [[stage]]
 do = "probe"
 use = "synthetic-krr"
 name = "clean"
 n_test = 120
-attack = { use = "pgd", eps = 0.0, steps = 1, random_start = false }
+attacks = [{ use = "pgd", eps = 0.0, steps = 1, random_start = false }]
 [[stage]]
 do = "train"
 use = "kernel-fit"
@@ -56,6 +57,16 @@ eps = 0.1
 steps = 5
 random_start = false
 n_examples = 120
+[[stage]]
+do = "attack"
+use = "fgsm"
+n_examples = 120
+[[stage]]
+do = "attack"
+use = "fgsm"
+name = "fgsm-small"
+eps = 0.05
+n_examples = 120
 """
 
 
@@ -66,7 +77,7 @@ def run():
     class Record:
         @hookimpl
         def deepscope_metrics_logged(self, run, metrics, step):
-            seen.extend((k, step) for k in metrics if "synthetic-krr/robust_acc" in k and k.startswith("distill"))
+            seen.extend((k, step) for k in metrics if k.endswith("synthetic-krr/robust_acc") and k.startswith("distill"))
 
     result = run_toml(PIPELINE, make_host(deepscope_standard, deepscope_ntk, deepscope_robust_data, Record()),
                       track=False)
@@ -78,9 +89,14 @@ def test_the_probe_scores_the_set_as_kernel_fit_and_the_attack_stage_do(run):
     assert m["probe/synthetic-krr/support"] == 6
     assert m["probe/synthetic-krr/acc"] == pytest.approx(m["train/kernel-fit/test_acc"], abs=1e-12)
     # the same examples fooled (the attack stage averages in float32: compare counts of 120)
-    assert round(120 * m["probe/synthetic-krr/robust_acc"]) == round(120 * m["attack/pgd/robust_acc"])
-    assert m["probe/synthetic-krr/robust_acc"] < m["probe/synthetic-krr/acc"]  # the attack bites
+    for name, stage in (("pgd", "pgd"), ("fgsm", "fgsm"), ("fgsm_1", "fgsm-small")):
+        assert round(120 * m[f"probe/synthetic-krr/robust_acc_{name}"]) == round(120 * m[f"attack/{stage}/robust_acc"])
+    assert m["probe/synthetic-krr/robust_acc_pgd"] < m["probe/synthetic-krr/acc"]  # the attack bites
+    # the per-example worst case is at most the weakest single attack's number
+    per_attack = [m[f"probe/synthetic-krr/robust_acc_{name}"] for name in ("pgd", "fgsm", "fgsm_1")]
+    assert m["probe/synthetic-krr/robust_acc"] <= min(per_attack)
     assert m["probe/clean/robust_acc"] == m["probe/clean/acc"] == m["probe/synthetic-krr/acc"]  # eps 0: no change
+    assert m["probe/clean/robust_acc_pgd"] == m["probe/clean/acc"]
 
 
 def test_as_a_periodic_probe_it_follows_the_distillers_iterate(run):
