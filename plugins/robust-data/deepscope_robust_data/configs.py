@@ -46,7 +46,7 @@ class AdversarialKIPConfig(KIPConfig):
 
 @attrs.define(kw_only=True)
 class SyntheticKRRConfig(ProbeConfig):
-    """Kernel regression fitted on a distilled set: clean accuracy and accuracy under a nested attack."""
+    """Kernel regression fitted on a distilled set: clean accuracy, and accuracy under nested attacks."""
 
     set: str = param("synthetic", doc="the distilled set: \"synthetic\" (the latest, or the current iterate "
                      "in a distill stage's periodic probes) or \"synthetic/<stage name>\"")
