@@ -9,7 +9,6 @@ in TOML as an inline table ``{ use = "pgd", eps = 0.03 }``.
 from __future__ import annotations
 
 import copy
-
 from typing import Any, Callable
 
 import attrs
