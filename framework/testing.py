@@ -7,8 +7,9 @@ Fixtures:
   registering plugin objects inside a test.
 
 Helpers: :func:`make_host`, :func:`run_toml`, :func:`tiny_data`, :class:`KillSwitch` (a real
-SIGKILL at a chosen metric) and :func:`run_until_killed` (a run killed by it, for resume tests), and :func:`check_plugin`, a smoke test of everything
-one plugin registers.
+SIGKILL at a chosen metric) and :func:`run_until_killed` (a run killed by it, for resume tests),
+:class:`InterruptAt` and :func:`interrupt_then_resume` (the same in process, by KeyboardInterrupt), and
+:func:`check_plugin`, a smoke test of everything one plugin registers.
 """
 
 from __future__ import annotations
@@ -44,6 +45,43 @@ class KillSwitch:
                 import signal
 
                 os.kill(os.getpid(), signal.SIGKILL)
+
+
+class InterruptAt:
+    """A plugin that raises KeyboardInterrupt right after ``key`` is logged at ``step`` (an in-process
+    interruption, for resume tests that need no real crash); ``run_id`` is the interrupted run's."""
+
+    def __init__(self, key: str, step: int):
+        self.key, self.step, self.run_id = key, step, None
+
+    @hookimpl
+    def deepscope_run_started(self, run):
+        self.run_id = run.tracker.run_id
+
+    @hookimpl
+    def deepscope_metrics_logged(self, run, metrics, step):
+        if self.key in metrics and step == self.step:
+            raise KeyboardInterrupt
+
+
+def interrupt_then_resume(text: str, plugins: Iterable[Any], uri: str, *, key: str, step: int):
+    """Run ``text`` with ``plugins`` on the store ``uri``, interrupted right after ``key`` is logged at
+    ``step``, then resume that run to the end; return (run id, the resumed run's RunResult)."""
+    from .config import parse_pipeline
+    from .runner import run_pipeline
+
+    plugins = list(plugins)
+    stopper = InterruptAt(key, step)
+    try:
+        run_pipeline(parse_pipeline(text, make_host(*plugins).registry), make_host(*plugins, stopper),
+                     tracking_uri=uri)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError(f"the run was not interrupted: no {key} was logged at step {step}")
+    host = make_host(*plugins)
+    resumed = run_pipeline(parse_pipeline(text, host.registry), host, tracking_uri=uri, resume_run_id=stopper.run_id)
+    return stopper.run_id, resumed
 
 
 _KILLED_DRIVER = """

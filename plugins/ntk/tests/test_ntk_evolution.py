@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import deepscope_ntk
-from deepscope import hookimpl, parse_pipeline, run_pipeline
-from deepscope.testing import make_host, run_toml
+from deepscope.testing import interrupt_then_resume, make_host, run_toml
 from deepscope_ntk.evolution import distance, similarity, spectral_mass
 
 
@@ -83,24 +82,8 @@ def test_the_history_starts_at_the_initial_kernel_and_the_report_reads_it(straig
 
 
 def test_the_initial_kernel_survives_a_resume(host, straight, tmp_mlflow):
-    class StopAtEpoch2:
-        run_id = None
-
-        @hookimpl
-        def deepscope_run_started(self, run):
-            self.run_id = run.tracker.run_id
-
-        @hookimpl
-        def deepscope_metrics_logged(self, run, metrics, step):
-            if "train/standard/loss" in metrics and step == 2:
-                raise KeyboardInterrupt
-
-    stopper = StopAtEpoch2()
-    with pytest.raises(KeyboardInterrupt):
-        run_pipeline(parse_pipeline(PIPELINE, host.registry), make_host(deepscope_standard, deepscope_ntk, stopper),
-                     tracking_uri=tmp_mlflow)
-    resumed = run_pipeline(parse_pipeline(PIPELINE, host.registry), host, tracking_uri=tmp_mlflow,
-                           resume_run_id=stopper.run_id)
+    _, resumed = interrupt_then_resume(PIPELINE, (deepscope_standard, deepscope_ntk), tmp_mlflow,
+                                       key="train/standard/loss", step=2)
     assert resumed.status == "FINISHED"
     for key in ("sim_init", "radius", "dist_prev", "adv_sim_init"):
         assert resumed.metrics[f"probe/ntk-evolution/{key}"] == straight.metrics[f"probe/ntk-evolution/{key}"]

@@ -8,8 +8,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import deepscope_ntk
-from deepscope import hookimpl, parse_pipeline, run_pipeline
-from deepscope.testing import make_host, run_toml
+from deepscope import hookimpl
+from deepscope.testing import interrupt_then_resume, make_host, run_toml
 from deepscope_ntk.analytic import fc_relu_kernel
 from deepscope_ntk.kip import kip_loss, solve_labels
 
@@ -123,29 +123,13 @@ def test_kip_loss_falls_over_the_steps(host):
 
 
 def test_a_killed_kip_run_resumes_bit_for_bit(host, straight, tmp_mlflow):
-    class StopAtStep:
-        run_id = None
-
-        @hookimpl
-        def deepscope_run_started(self, run):
-            self.run_id = run.tracker.run_id
-
-        @hookimpl
-        def deepscope_metrics_logged(self, run, metrics, step):
-            if "distill/kip/loss" in metrics and step == 7:  # between the checkpoints of steps 4 and 8
-                raise KeyboardInterrupt
-
-    stopper = StopAtStep()
-    with pytest.raises(KeyboardInterrupt):
-        run_pipeline(parse_pipeline(PIPELINE, host.registry), make_host(deepscope_standard, deepscope_ntk, stopper),
-                     tracking_uri=tmp_mlflow)
-    resumed = run_pipeline(parse_pipeline(PIPELINE, host.registry), host, tracking_uri=tmp_mlflow,
-                           resume_run_id=stopper.run_id)
+    run_id, resumed = interrupt_then_resume(PIPELINE, (deepscope_standard, deepscope_ntk), tmp_mlflow,
+                                            key="distill/kip/loss", step=7)  # between the checkpoints of 4 and 8
     assert resumed.status == "FINISHED"
     want = straight.state.synthetic_set("synthetic/kip")
     got = resumed.state.synthetic_set("synthetic/kip")
     assert torch.equal(got.x, want.x) and torch.equal(got.y, want.y)
-    losses = MlflowClient(tracking_uri=tmp_mlflow).get_metric_history(stopper.run_id, "distill/kip/loss")
+    losses = MlflowClient(tracking_uri=tmp_mlflow).get_metric_history(run_id, "distill/kip/loss")
     assert sorted(m.step for m in losses) == list(range(1, 13))
     assert resumed.metrics["distill/kip/loss"] == straight.metrics["distill/kip/loss"]
     assert resumed.metrics["train/kernel-fit/test_acc"] == straight.metrics["train/kernel-fit/test_acc"]

@@ -10,8 +10,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import deepscope_robust_data
-from deepscope import ConfigError, hookimpl, parse_pipeline, run_pipeline
-from deepscope.testing import make_host, run_toml
+from deepscope import ConfigError, hookimpl, parse_pipeline
+from deepscope.testing import interrupt_then_resume, make_host, run_toml
 from deepscope_ntk import fc_relu_kernel, kip_loss
 from deepscope_robust_data.adversarial_kip import adversarial_targets, krr_predictor, per_target_loss
 
@@ -171,29 +171,12 @@ def test_a_killed_adversarial_kip_run_resumes_bit_for_bit(host, tmp_mlflow):
     text = PIPELINE.format(use="adversarial-kip", extra="eps = 0.1\nrandom_start = true")
     straight = run_toml(text, host, track=False)
 
-    class StopAtStep:
-        run_id = None
-
-        @hookimpl
-        def deepscope_run_started(self, run):
-            self.run_id = run.tracker.run_id
-
-        @hookimpl
-        def deepscope_metrics_logged(self, run, metrics, step):
-            if "distill/set/loss" in metrics and step == 5:  # between the checkpoints of steps 3 and 6
-                raise KeyboardInterrupt
-
-    stopper = StopAtStep()
-    with pytest.raises(KeyboardInterrupt):
-        run_pipeline(parse_pipeline(text, host.registry),
-                     make_host(deepscope_standard, deepscope_ntk, deepscope_robust_data, stopper),
-                     tracking_uri=tmp_mlflow)
-    resumed = run_pipeline(parse_pipeline(text, host.registry), host, tracking_uri=tmp_mlflow,
-                           resume_run_id=stopper.run_id)
+    run_id, resumed = interrupt_then_resume(text, (deepscope_standard, deepscope_ntk, deepscope_robust_data),
+                                            tmp_mlflow, key="distill/set/loss", step=5)  # between checkpoints 3, 6
     assert resumed.status == "FINISHED"
     want, got = straight.state.synthetic, resumed.state.synthetic
     assert torch.equal(got.x, want.x) and torch.equal(got.y, want.y)
-    history = MlflowClient(tracking_uri=tmp_mlflow).get_metric_history(stopper.run_id, "distill/set/loss")
+    history = MlflowClient(tracking_uri=tmp_mlflow).get_metric_history(run_id, "distill/set/loss")
     assert sorted(m.step for m in history) == list(range(1, 9))
     assert resumed.metrics["distill/set/loss"] == straight.metrics["distill/set/loss"]
 
