@@ -210,6 +210,7 @@ class NTKDynamicsConfig(ProbeConfig):
 
     float64: bool = param(True, doc="compute the initial kernel on a float64 copy of the parameters")
     chunk_size: int = param(64, doc="examples per kernel block (memory only)", validator=positive)
+    method: Method = param("auto", doc=METHOD_DOC)
 
 
 @attrs.define(kw_only=True)
@@ -228,6 +229,7 @@ class NTKLazyConfig(ProbeConfig):
     chunk_size: int = param(4, doc="examples per kernel block: a block holds chunk_size x outputs x parameters "
                             "float64 Jacobian entries (130 MB per example for a width-2048 ntk-mlp on 28x28)",
                             validator=positive)
+    method: Method = param("auto", doc=METHOD_DOC)
 
 
 def _positive_ints(instance, attribute, value):

@@ -169,7 +169,8 @@ class NTKDynamics:
         start.eval()
         dtype = torch.float64 if self.config.float64 else None
         with torch.enable_grad():
-            theta = flat_kernel(empirical_ntk(start, x, mode="full", chunk_size=self.config.chunk_size, dtype=dtype))
+            theta = flat_kernel(empirical_ntk(start, x, method=self.config.method, mode="full",
+                                              chunk_size=self.config.chunk_size, dtype=dtype))
         with torch.no_grad():
             f0 = start(x).double()
         return {"theta": theta.double().cpu(), "f0": f0.cpu(), "start_step": run["start_step"]}

@@ -51,9 +51,11 @@ class NTKLazy:
             for i in range(cfg.seeds):
                 model = state.build_model({**base, cfg.width_key: width}, seed=state.seed + SEED_OFFSET + i)
                 model.eval()
-                before = empirical_ntk(model, x, mode="trace", chunk_size=cfg.chunk_size, dtype=torch.float64)
+                before = empirical_ntk(model, x, method=cfg.method, mode="trace", chunk_size=cfg.chunk_size,
+                                       dtype=torch.float64)
                 gd_mse(model, x, targets, lr=cfg.lr, steps=cfg.steps)
-                after = empirical_ntk(model, x, mode="trace", chunk_size=cfg.chunk_size, dtype=torch.float64)
+                after = empirical_ntk(model, x, method=cfg.method, mode="trace", chunk_size=cfg.chunk_size,
+                                       dtype=torch.float64)
                 values.append(relative_change(before, after))
             changes[width] = sum(values) / len(values)
         metrics = {f"change_{w}": v for w, v in changes.items()}
