@@ -1,14 +1,14 @@
-"""Measurements behind docs/sparsity.md: LeNet-300-100 on full Fashion-MNIST.
+"""The one measurement behind docs/sparsity.md that the sweeps do not replace yet: LeNet-300-100 on full
+Fashion-MNIST, effective against direct compression of random pruning (no training).
 
-    OMP_NUM_THREADS=1 .venv/bin/python examples/sparsity/lenet_sweeps.py random   # effective vs direct, no training
-    for p in random/uniform magnitude snip synflow; do   # accuracy vs effective compression
-        OMP_NUM_THREADS=1 .venv/bin/python examples/sparsity/lenet_sweeps.py pruners $p; done
-    OMP_NUM_THREADS=1 .venv/bin/python examples/sparsity/lenet_sweeps.py plot
+    OMP_NUM_THREADS=1 .venv/bin/python examples/sparsity/lenet_sweeps.py random
 
-Self-contained (a plain LeNet-300-100 with biases, no BatchNorm, and the IDX
-files read directly) so it runs without the standard plugin; the pruners,
-quotas, effective masks and the effective target are the plugin's own code.
-Writes PNG plots and a JSON of every number into docs/sparsity/.
+It stays because its table averages the connected seeds and counts the disconnected ones, where
+`deepscope sweep collect` averages an infinite compression as infinity. The accuracy-against-effective-
+compression study runs through the sweeps lenet300_{pruners,random_quotas,magnitude}_effective_sweep.toml.
+Self-contained (a plain LeNet-300-100 with biases, no BatchNorm, and the IDX files read directly); the
+quotas, effective masks and the effective target are the plugin's own code. Writes a PNG and a JSON into
+docs/sparsity/.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import gzip
 import json
 import math
 import os
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,10 +27,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from deepscope_sparsity import pruners as P
-from deepscope_sparsity.configs import (MagnitudePrunerConfig, RandomPrunerConfig, SnipPrunerConfig,
-                                        SynflowPrunerConfig)
+from deepscope_sparsity.configs import RandomPrunerConfig
 from deepscope_sparsity.effective import EffectiveMasks, sparsity_report
-from deepscope_sparsity.effective_target import prune_effective
 from deepscope import DataBundle, DatasetInfo, Network, RunState
 
 DATA = Path(os.environ.get("DEEPSCOPE_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")) \
@@ -70,28 +67,6 @@ def make_state(data: DataBundle, seed: int) -> RunState:
                      device=torch.device("cpu"), data=data, model=model)
     state.init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return state
-
-
-def train(state: RunState, epochs: int, lr: float) -> None:
-    opt = torch.optim.SGD(state.model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    gen = torch.Generator().manual_seed(state.seed)
-    state.model.train()
-    for _ in range(epochs):
-        for x, y in state.data.train_loader(generator=gen):
-            loss = nn.functional.cross_entropy(state.model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            state.apply_masks()
-            state.step += 1
-        state.epoch += 1
-
-
-@torch.no_grad()
-def test_accuracy(state: RunState) -> float:
-    state.model.eval()
-    x, y = state.data.tensors("test")
-    return float((state.model(x).argmax(1) == y).float().mean())
 
 
 def random_sweep(args) -> None:
@@ -140,90 +115,6 @@ def print_table(rows) -> None:
                   f"{len(pts) - len(finite)}/{len(pts)} |")
 
 
-PRUNERS = {
-    "random/uniform": lambda c: P.RandomPruner(RandomPrunerConfig(compression=c, quota="uniform")),
-    "random/igq": lambda c: P.RandomPruner(RandomPrunerConfig(compression=c, quota="igq")),
-    "magnitude": lambda c: P.MagnitudePruner(MagnitudePrunerConfig(compression=c, rewind=True)),
-    "snip": lambda c: P.SnipPruner(SnipPrunerConfig(compression=c, samples=30_000, batch_size=100)),
-    "synflow": lambda c: P.SynflowPruner(SynflowPrunerConfig(compression=c)),
-}
-
-
-def pruner_sweep(args) -> None:
-    """One pruner (or 'dense') per call, so that no single run is long; results go to one JSON each."""
-    data = fashion_mnist()
-    name = args.pruner
-    rows = []
-    dense = make_state(data, 0)
-    if name in ("dense", "magnitude"):  # magnitude prunes the trained dense net (lottery-ticket style)
-        t0 = time.time()
-        train(dense, args.epochs, args.lr)
-        rows.append({"pruner": "dense", "target": "-", "requested": 1.0, "direct": 1.0, "effective": 1.0,
-                     "acc": test_accuracy(dense), "seconds": time.time() - t0})
-        print(rows[-1], flush=True)
-    if name != "dense":
-        for c in args.compressions:
-            for target in ("direct", "effective"):
-                t0 = time.time()
-                state = make_state(data, 0)
-                if name == "magnitude":
-                    state.model.load_state_dict(dense.model.state_dict())
-                pruner = PRUNERS[name](c)
-                if target == "direct":
-                    masks = pruner.prune(state, None, 1 / c)
-                else:
-                    masks = prune_effective(pruner, state, None, 1 / c)
-                state.set_masks(masks)
-                report = sparsity_report(state.masks, EffectiveMasks(state.model, (1, 28, 28))(state.masks))
-                prune_seconds = time.time() - t0
-                train(state, args.epochs, args.lr)
-                rows.append({"pruner": name, "target": target, "requested": c,
-                             "direct": report["direct_compression"], "effective": report["effective_compression"],
-                             "acc": test_accuracy(state), "prune_seconds": prune_seconds,
-                             "seconds": time.time() - t0})
-                print(rows[-1], flush=True)
-    save(rows, f"pruners_lenet_{name.replace('/', '-')}.json")
-
-
-def plot_all(args) -> None:
-    rows = []
-    for path in sorted(OUT.glob("pruners_lenet_*.json")):
-        rows += json.loads(path.read_text(), parse_float=float)
-    for r in rows:
-        r["effective"] = float(r["effective"])
-    plot_pruners(rows)
-    print("| pruner | target | requested | direct compression | effective compression | test acc |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['pruner']} | {r['target']} | {r['requested']:g} | {r['direct']:.4g} | {r['effective']:.4g} | "
-              f"{r['acc']:.4f} |")
-
-
-def plot_pruners(rows) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, target in zip(axes, ("direct", "effective")):
-        for name in PRUNERS:
-            pts = [r for r in rows if r["pruner"] == name and r["target"] == target]
-            if not pts:
-                continue
-            xs = [min(r["effective"], 3e5) for r in pts]
-            ax.plot(xs, [r["acc"] for r in pts], marker="o", label=name)
-        dense = [r["acc"] for r in rows if r["pruner"] == "dense"]
-        if dense:
-            ax.axhline(dense[0], color="k", ls=":", lw=0.8, label="dense")
-        ax.set(xscale="log", xlabel="effective compression (inf drawn at 3e5)",
-               title=f"target = {target}")
-    axes[0].set_ylabel("test accuracy")
-    axes[1].legend(fontsize=8)
-    fig.suptitle("LeNet-300-100, Fashion-MNIST, pruned at init, short training")
-    fig.savefig(OUT / "pruners_lenet.png", dpi=120, bbox_inches="tight")
-
-
 def save(rows, name) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / name).write_text(json.dumps(rows, indent=1, default=str))
@@ -234,15 +125,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="which", required=True)
     r = sub.add_parser("random")
     r.add_argument("--seeds", type=int, default=3)
-    p = sub.add_parser("pruners")
-    p.add_argument("pruner", choices=["dense", *PRUNERS])
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--compressions", type=float, nargs="+", default=[10, 100, 1000])
-    sub.add_parser("plot")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    {"random": random_sweep, "pruners": pruner_sweep, "plot": plot_all}[args.which](args)
+    random_sweep(args)
 
 
 if __name__ == "__main__":
