@@ -101,6 +101,28 @@ def test_grouping_by_one_key_aggregates_over_the_other_two(tmp_path, tmp_mlflow,
     assert not (tmp_path / "sw/summary.png").exists()  # no --x, no plot
 
 
+def test_infinite_values_are_counted_apart_and_left_out_of_mean_and_std(tmp_path, tmp_mlflow, capsys):
+    """A disconnected network's effective compression is inf: the group's mean is over the finite seeds,
+    and a column says how many were not finite (only for a metric that has any)."""
+    truth = fake_sweep(tmp_path / "sw", tmp_mlflow)
+    record = SweepRecord.create_or_open(tmp_path / "sw")
+    status = record.status("000000000000")  # snip, 10, seed 0
+    record.write_status("000000000000", status="FINISHED", run_id="",
+                        metrics={**status["metrics"], "test/acc": float("inf")})
+    capsys.readouterr()
+    assert main(["sweep", "collect", str(tmp_path / "sw"), "--by", "stage.0.use,stage.0.compression",
+                 "--metric", "test/acc", "--metric", "test/loss", "--csv"]) == 0
+    rows = read_csv(capsys.readouterr().out)
+    assert "test/acc/infinite" in rows[0] and "test/loss/infinite" not in rows[0]
+    first = rows[0]
+    assert (first["stage.0.use"], first["stage.0.compression"]) == ("snip", "10")
+    finite = np.array(truth[("snip", 10)][1:])  # seeds 1 and 2
+    assert first["test/acc/count"] == "2" and first["test/acc/infinite"] == "1"
+    assert float(first["test/acc/mean"]) == pytest.approx(finite.mean(), rel=1e-12)
+    assert float(first["test/acc/std"]) == pytest.approx(finite.std(ddof=1), rel=1e-12)
+    assert all(r["test/acc/infinite"] == "0" for r in rows[1:])
+
+
 def test_the_sweep_files_collect_table_is_the_default_and_a_group_of_one_has_no_std(tmp_path, tmp_mlflow, capsys):
     fake_sweep(tmp_path / "sw", tmp_mlflow, collect={"by": KEYS, "metrics": ["test/acc"], "x": "run.seed"})
     capsys.readouterr()

@@ -3,6 +3,7 @@
 A sweep over pruner x compression x seed is read as "accuracy (mean, std over
 seeds) per pruner and compression". Only FINISHED points that logged the
 metric count; ``count`` says how many did, so a group missing a seed shows.
+Infinite values (a disconnected network's compression) are counted apart.
 The standard deviation is the sample one (n - 1 in the denominator), empty for
 a group of one point. Pure Python: no torch, no MLflow.
 """
@@ -85,27 +86,39 @@ def group_points(spec: CollectSpec, table: list[dict[str, Any]]) -> list[Group]:
 
 
 def summary_rows(spec: CollectSpec, groups: list[Group]) -> list[dict[str, Any]]:
-    """One dict per group: the group keys, then ``<metric>/mean``, ``/std`` and ``/count``."""
+    """One dict per group: the group keys, then ``<metric>/mean``, ``/std``, ``/count`` and ``/infinite``.
+
+    Mean, std and count are over the finite values; ``infinite`` counts the others (a pruned network that
+    is fully disconnected has an infinite effective compression): one such seed must not turn the group's
+    mean into infinity, nor vanish from the table.
+    """
     out = []
     for group in groups:
         row: dict[str, Any] = dict(zip(spec.by, group.key))
         for metric in spec.metrics:
-            values = group.values[metric]
-            mean, std = mean_std(values) if values else (None, None)
-            row[f"{metric}/mean"], row[f"{metric}/std"], row[f"{metric}/count"] = mean, std, len(values)
+            finite = [v for v in group.values[metric] if math.isfinite(v)]
+            mean, std = mean_std(finite) if finite else (None, None)
+            row[f"{metric}/mean"], row[f"{metric}/std"], row[f"{metric}/count"] = mean, std, len(finite)
+            row[f"{metric}/infinite"] = len(group.values[metric]) - len(finite)
         out.append(row)
     return out
 
 
-def columns(spec: CollectSpec) -> list[str]:
-    return [*spec.by, *(f"{m}/{s}" for m in spec.metrics for s in ("mean", "std", "count"))]
+def columns(spec: CollectSpec, rows: list[dict[str, Any]] = ()) -> list[str]:
+    """The summary's columns; ``<metric>/infinite`` only for a metric with a non-finite value in ``rows``."""
+    out = list(spec.by)
+    for m in spec.metrics:
+        out += [f"{m}/mean", f"{m}/std", f"{m}/count"]
+        if any(row.get(f"{m}/infinite") for row in rows):
+            out.append(f"{m}/infinite")
+    return out
 
 
 def summary_csv(spec: CollectSpec, rows: list[dict[str, Any]]) -> str:
     """The summary as CSV; missing means and stds are empty cells, floats in full precision."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    cols = columns(spec)
+    cols = columns(spec, rows)
     writer.writerow(cols)
     for row in rows:
         writer.writerow(["" if row[c] is None else repr(row[c]) if isinstance(row[c], float) else row[c]

@@ -149,7 +149,7 @@ def cmd_collect_summary(args: argparse.Namespace, record: Any, table: list, spec
     from .aggregate import columns
 
     view = Table(title=f"sweep {record.data.get('name')}: {', '.join(spec.metrics)} by {', '.join(spec.by)}")
-    cols = columns(spec)
+    cols = columns(spec, rows)
     for col in cols:
         view.add_column(col, justify="left" if col in spec.by else "right")
     for row in rows:
