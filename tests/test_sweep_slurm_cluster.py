@@ -259,7 +259,9 @@ def test_requeue_resumes_exactly_scancel_ends_killed_and_resubmission_runs_only_
     wait_for("the cancelled point to end", lambda: record.status(cancelled).get("status") == "KILLED", record)
     client = MlflowClient(tracking_uri=record.data["tracking_uri"])
     wait_for("the cancelled run to end KILLED", lambda: client.get_run(run1).info.status == "KILLED", record)
-    assert scheduler(cancelled) == "CANCELLED"
+    # SLURM shows COMPLETING while it tears the job down, then CANCELLED: wait for the final state
+    wait_for("the scheduler to show the cancelled job CANCELLED", lambda: scheduler(cancelled) == "CANCELLED",
+             record, timeout=60, poll=0.2)
 
     # submit again while the requeued point waits: it is in flight and skipped, the KILLED one resumes
     wait_for("the requeued point to be SUBMITTED again",
