@@ -15,7 +15,7 @@ KRR_DEFAULT = {"use": "kernel-regression", "kernel": "analytic-ntk", "reg": 1e-6
 
 def check_krr(spec) -> None:
     """A nested ``krr`` must be a kernel-regression (said by validate, before any data is loaded)."""
-    if isinstance(spec, dict):  # the default table, a kernel-regression
+    if isinstance(spec, dict):  # the default table (a config built in Python keeps it unstructured)
         return
     if not isinstance(spec.config, KernelRegressionConfig):
         raise ConfigError(f"krr must be a kernel-regression model, not {spec.name!r}: write "
@@ -66,3 +66,12 @@ class SyntheticKRRConfig(ProbeConfig):
 
     def check(self, shape) -> None:
         check_krr(self.krr)
+
+    def check_stages(self, earlier) -> None:
+        """``set`` must name a distilled set that an earlier stage (or the running distill stage) makes."""
+        made = [f"synthetic/{stage.label}" for stage in earlier if stage.do == "distill"]
+        if (self.set == "synthetic" and made) or self.set in made:
+            return
+        known = ", ".join(repr(m) for m in made) or "none (no distill stage before this probe)"
+        raise ConfigError(f"set = {self.set!r} names no distilled set of an earlier stage; the sets made before "
+                          f"this probe: {known}. Write \"synthetic\" (the latest) or one of them.", key="set")

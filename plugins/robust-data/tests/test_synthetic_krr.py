@@ -7,7 +7,7 @@ import deepscope_standard
 import pytest
 
 import deepscope_robust_data
-from deepscope import ConfigError, hookimpl
+from deepscope import ConfigError, hookimpl, parse_pipeline
 from deepscope.testing import make_host, run_toml
 
 PIPELINE = """
@@ -104,8 +104,13 @@ def test_as_a_periodic_probe_it_follows_the_distillers_iterate(run):
     assert steps == [2, 4]
 
 
-def test_an_unknown_set_is_a_config_error_naming_the_key():
-    text = PIPELINE.replace('set = "synthetic/set"', 'set = "synthetic/nope"')
+def test_an_unknown_set_is_a_validate_error_naming_the_key():
     host = make_host(deepscope_standard, deepscope_ntk, deepscope_robust_data)
-    with pytest.raises(ConfigError, match=r"set.*synthetic/nope"):
-        run_toml(text, host, track=False)
+    text = PIPELINE.replace('set = "synthetic/set"', 'set = "synthetic/nope"')
+    with pytest.raises(ConfigError, match=r"\$\.stage\[1\]\.set: set = 'synthetic/nope' names no distilled set.*"
+                                          r"'synthetic/set'"):
+        parse_pipeline(text, host.registry)
+    # and with no distill stage before it, "synthetic" itself names nothing
+    alone = PIPELINE[:PIPELINE.index("[[stage]]")] + '[[stage]]\ndo = "probe"\nuse = "synthetic-krr"\n'
+    with pytest.raises(ConfigError, match=r"\$\.stage\[0\]\.set: .*none \(no distill stage before this probe\)"):
+        parse_pipeline(alone, host.registry)
