@@ -28,6 +28,7 @@ _LAZY = {
     "balanced_indices": "deepscope_ntk.krr",
     "KIP": "deepscope_ntk.kip",
     "kip_loss": "deepscope_ntk.kip",
+    "ridge_system": "deepscope_ntk.kip",
     "solve_labels": "deepscope_ntk.kip",
     "class_balanced_draw": "deepscope_ntk.kip",
     "predicted_classes": "deepscope_ntk.kip",

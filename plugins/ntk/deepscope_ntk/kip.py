@@ -19,14 +19,18 @@ from .krr import KernelRegression, encode_targets
 SEED_OFFSET = 4000  # the distillers' private generator: run seed + 4000 (or their own `seed`)
 
 
+def ridge_system(k_ss: torch.Tensor, reg: float) -> torch.Tensor:
+    """K_ss + lambda I with lambda = reg * tr(K_ss) / n: the system every KIP-style solve inverts."""
+    n = len(k_ss)
+    lam = reg * torch.trace(k_ss) / n
+    return k_ss + lam * torch.eye(n, dtype=k_ss.dtype, device=k_ss.device)
+
+
 def kip_loss(kernel, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
              reg: float) -> tuple[torch.Tensor, torch.Tensor]:
     """KIP's loss 1/2 mean (Y_t - K_ts (K_ss + lambda I)^-1 Y_s)^2 and the predictions on the target."""
     k_ss, k_ts = kernel(xs), kernel(xt, xs)
-    n = len(xs)
-    lam = reg * torch.trace(k_ss) / n
-    system = k_ss + lam * torch.eye(n, dtype=k_ss.dtype, device=k_ss.device)
-    preds = k_ts @ torch.linalg.solve(system, ys.to(k_ss.dtype))
+    preds = k_ts @ torch.linalg.solve(ridge_system(k_ss, reg), ys.to(k_ss.dtype))
     return 0.5 * (preds - yt.to(preds.dtype)).pow(2).mean(), preds
 
 
@@ -34,10 +38,7 @@ def solve_labels(kernel, xs: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor, r
     """The Y_s minimizing KIP's loss for fixed X_s: least squares of A Y_s = Y_t, A = K_ts (K_ss + lambda I)^-1."""
     with torch.no_grad():
         k_ss, k_ts = kernel(xs), kernel(xt, xs)
-        n = len(xs)
-        lam = reg * torch.trace(k_ss) / n
-        system = k_ss + lam * torch.eye(n, dtype=k_ss.dtype, device=k_ss.device)
-        a = torch.linalg.solve(system, k_ts.T).T  # K_ts (K_ss + lambda I)^-1; the system is symmetric
+        a = torch.linalg.solve(ridge_system(k_ss, reg), k_ts.T).T  # K_ts (K_ss + lambda I)^-1; the system is symmetric
         return torch.linalg.lstsq(a.cpu(), yt.to(a.dtype).cpu()).solution.to(a.device)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from deepscope_ntk import KIP, predicted_classes
+from deepscope_ntk import KIP, hard_classes, predicted_classes, ridge_system
 from deepscope_standard import ascend
 
 
@@ -20,16 +20,18 @@ def krr_predictor(kernel, support: torch.Tensor, labels: torch.Tensor, reg: floa
     support, labels = support.detach(), labels.detach()
     with torch.no_grad():
         k_ss = kernel(support)
-        n = len(support)
-        lam = reg * torch.trace(k_ss) / n
-        alpha = torch.linalg.solve(k_ss + lam * torch.eye(n, dtype=k_ss.dtype, device=k_ss.device),
-                                   labels.to(k_ss.dtype))
+        alpha = torch.linalg.solve(ridge_system(k_ss, reg), labels.to(k_ss.dtype))
     return lambda z: kernel(z, support) @ alpha
 
 
+def target_losses(preds: torch.Tensor, yt: torch.Tensor) -> torch.Tensor:
+    """KIP's loss per target: 1/2 mean over outputs of (f - y)^2 (its mean over targets is kip_loss)."""
+    return 0.5 * (preds - yt.to(torch.float64)).pow(2).mean(1)
+
+
 def per_target_loss(predict, z: torch.Tensor, yt: torch.Tensor) -> torch.Tensor:
-    """KIP's loss per target: 1/2 mean over outputs of (f(z) - y)^2 (its mean over targets is kip_loss)."""
-    return 0.5 * (predict(z) - yt.to(torch.float64)).pow(2).mean(1)
+    """:func:`target_losses` of the predictor at the points z."""
+    return target_losses(predict(z), yt)
 
 
 def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator) -> torch.Tensor:
@@ -57,7 +59,7 @@ def adversarial_targets(predict, xt: torch.Tensor, yt: torch.Tensor, *, eps: flo
     xt = xt.detach()
     with torch.no_grad():
         clean_preds = predict(xt)
-        clean = 0.5 * (clean_preds - yt.to(torch.float64)).pow(2).mean(1)
+        clean = target_losses(clean_preds, yt)
     best, best_loss = xt, clean
     view = (-1,) + (1,) * (xt.dim() - 1)
 
@@ -95,7 +97,7 @@ class AdversarialKIP(KIP):
         x_adv, clean_preds, clean, _ = adversarial_targets(
             predict, xt, yt, eps=cfg.eps, norm=cfg.norm, steps=cfg.attack_steps, step_size=cfg.attack_step_size,
             restarts=cfg.restarts, random_start_=cfg.random_start, generator=generator)
-        hard = yt.argmax(1) if yt.shape[1] > 1 else (yt[:, 0] > 0).long()
+        hard = hard_classes(yt)
         delta = (x_adv - xt).flatten(1)
         return x_adv, {"clean_loss": clean.mean().item(),
                        "clean_target_acc": (predicted_classes(clean_preds) == hard).double().mean().item(),
