@@ -89,8 +89,8 @@ class ConfidenceConfig:
 class FullBatchGDConfig:
     steps: int = param(5000, doc="full-batch gradient steps (each counts as one epoch)", validator=positive)
     base_lr: float = param(0.1, doc="lr = base_lr / alpha^(L-2), as the reference", validator=positive)
-    scale: Optional[float] = param(None, doc="alpha in the lr rule; default: the model's init_scale (else 1)",
-                                   validator=positive)
+    scale: Optional[float] = param(None, doc="alpha in the lr rule; default: the model's init_scale (1 if it has "
+                                             "none or applies it as a temperature)", validator=positive)
     depth: Optional[int] = param(None, doc="L in the lr rule; default: number of Linear/Conv layers",
                                  validator=positive)
     n_examples: Optional[int] = param(None, doc="training examples in the full batch (default: all)",

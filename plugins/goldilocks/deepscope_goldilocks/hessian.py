@@ -104,9 +104,13 @@ class LossHessian:
     def matmul(self, vectors: torch.Tensor) -> torch.Tensor:
         """``H @ v`` for every row ``v`` of ``vectors`` (shape (m, D)) -> (m, D)."""
         vectors = vectors.to(self.theta)
-        out = torch.zeros_like(vectors)
+        out = None
         for w, b in zip(self.weights, self.batches):
-            out += w * self._batch_matmul(b, vectors)
+            hv = self._batch_matmul(b, vectors)
+            if out is None:  # no zero-filled (m, D) buffer: on the CPU it costs as much as the products' bookkeeping
+                out = hv if w == 1.0 else hv.mul_(w)
+            else:
+                out += w * hv
         return out
 
     def _batch_matmul(self, batch: Batch, vectors: torch.Tensor) -> torch.Tensor:
@@ -130,7 +134,7 @@ class LossHessian:
             with torch.enable_grad():
                 theta = self.theta.detach().requires_grad_(True)
                 (g,) = torch.autograd.grad(self.batch_loss(theta, batch), theta, create_graph=True)
-                rows = []
+                out = torch.empty_like(vectors)
                 step = self.chunk_size or vectors.shape[0]
                 for i in range(0, vectors.shape[0], step):
                     chunk = vectors[i:i + step]
@@ -139,8 +143,8 @@ class LossHessian:
                     else:
                         (hv,) = torch.autograd.grad(g, theta, grad_outputs=chunk, retain_graph=True,
                                                     is_grads_batched=True)
-                    rows.append(hv.reshape(chunk.shape).detach())
-                return torch.cat(rows)
+                    out[i:i + step] = hv.reshape(chunk.shape)
+                return out
         raise ValueError(f"'hvp' must be 'forward-over-reverse' or 'double-backprop': {self.mode!r}")
 
     def subspace(self, basis: torch.Tensor) -> torch.Tensor:
@@ -215,9 +219,10 @@ def hutchinson(matmul: Callable[[torch.Tensor], torch.Tensor], dim: int, probes:
         v = rademacher(min(chunk, probes - start), dim, generator, dtype)
         hv = matmul(v)
         v = v.to(hv)
-        quad.append(torch.linalg.vecdot(v, hv).double())
-        sq.append(torch.linalg.vecdot(hv, hv).double())
-    quad_t, sq_t = torch.cat(quad), torch.cat(sq)
+        # one dot per row while it is in cache: a batched vecdot streams (m, D) temporaries through memory
+        quad += [torch.dot(a, b).double() for a, b in zip(v, hv)]
+        sq += [torch.dot(b, b).double() for b in hv]
+    quad_t, sq_t = torch.stack(quad), torch.stack(sq)
     n = quad_t.numel()
     se = (lambda t: (t.std() / math.sqrt(n)).item() if n > 1 else math.nan)
     fro = sq_t.mean().sqrt().item()

@@ -31,13 +31,20 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return (torch.dot(a, b) / denom).item() if denom > 0 else math.nan
 
 
+def weight_scale(model_config) -> float:
+    """The alpha the weights were multiplied by (1 when the model applied it as a temperature)."""
+    if getattr(model_config, "init_scale_as", "weights") != "weights":
+        return 1.0
+    return float(getattr(model_config, "init_scale", 1.0))
+
+
 class FullBatchGD:
     def __init__(self, config):
         self.config = config
 
     def resolve_lr(self, state) -> tuple[float, float, int]:
         c = self.config
-        scale = c.scale if c.scale is not None else float(getattr(state.pipeline.model.config, "init_scale", 1.0))
+        scale = c.scale if c.scale is not None else weight_scale(state.pipeline.model.config)
         depth = c.depth if c.depth is not None else count_layers(state.model)
         return learning_rate(c.base_lr, scale, depth), scale, depth
 

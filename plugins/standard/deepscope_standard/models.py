@@ -94,10 +94,19 @@ TRUNCATED_STD_RATIO = 0.87962566103423978
 
 @torch.no_grad()
 def finish(model: ClassifierNet, config) -> ClassifierNet:
-    """Apply the shared options: ``init`` scheme, then multiply conv/linear parameters by ``init_scale``."""
-    for module in model.modules():
-        if not isinstance(module, (nn.Linear, nn.Conv2d)):
-            continue
+    """Apply the shared options: ``init`` scheme, then multiply conv/linear parameters by ``init_scale``.
+
+    With ``init_scale_as = "temperature"`` the weights keep scale 1 and the
+    logits are divided by ``init_scale ** -L`` instead, L the number of
+    conv/linear layers: for a bias-free ReLU net z(a theta) = a^L z(theta), so
+    a sweep over ``init_scale`` in both modes puts alpha and its equivalent
+    temperature on one axis.
+    """
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    scale_weights = config.init_scale != 1.0 and getattr(config, "init_scale_as", "weights") == "weights"
+    if config.init_scale != 1.0 and not scale_weights:
+        model.temperature *= config.init_scale ** -len(layers)
+    for module in layers:
         if config.init == "kaiming-normal":
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
         elif config.init == "xavier-normal":
@@ -106,7 +115,7 @@ def finish(model: ClassifierNet, config) -> ClassifierNet:
             variance_scaling_(module.weight)
         if config.init != "default" and module.bias is not None:
             module.bias.zero_()
-        if config.init_scale != 1.0:
+        if scale_weights:
             module.weight.mul_(config.init_scale)
             if module.bias is not None:
                 module.bias.mul_(config.init_scale)

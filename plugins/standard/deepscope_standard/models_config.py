@@ -33,6 +33,10 @@ class ModelConfig:
                        "effective-sparsity code's)")
     init_scale: float = param(1.0, doc="multiply every conv/linear weight and bias by this after init (alpha)",
                               validator=positive)
+    init_scale_as: Literal["weights", "temperature"] = param(
+        "weights", doc="how init_scale acts: 'weights' multiplies them; 'temperature' leaves them at scale 1 and "
+                       "divides the logits by init_scale^-L (L = conv/linear layers), the same function and, for a "
+                       "bias-free ReLU net, the same curvature ratios (H(a*theta) = a^-2 H(theta, T = a^-L))")
     bias: bool = param(True, doc="biases in conv/linear layers (false: bias-free, homogeneous with ReLU)")
     temperature: float = param(1.0, doc="divide the logits by this", validator=positive)
 
