@@ -9,6 +9,11 @@ Same model, same batch, same number of Hessian-vector products on each side:
 - the exact d=50 subspace Hessian: ours vs ``torch.autograd.functional.hessian``
   of w -> loss(theta + P'w), the reference code's method.
 Models: LeNet-300-100 (MNIST-sized batch of 128) and LeNet-5 on CIFAR-sized inputs (batch 128).
+
+Every Hutchinson line also reports the floating-point operations it ran (``torch.utils.flop_counter``,
+counted in a separate untimed run) and the rate it reached, beside the rate of one large float32
+matrix product on this device: at equal operations, no method can beat the peer by more than the
+ratio of that peak to the peer's rate, so the table says what bounds the speed-up.
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_goldilocks_hessian.py [--device cuda]
 """
 
@@ -20,6 +25,7 @@ import time
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 REPEATS = 3
 
@@ -56,7 +62,21 @@ def timed(fn, device, repeats=REPEATS):
     return best, out
 
 
-def bench(name, model, x, y, device, probes, dim, chunk):
+def counted_flops(fn) -> float:
+    """Floating-point operations of one untimed run of ``fn`` (matrix products and convolutions)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(device, n: int = 2048) -> float:
+    """FLOP/s of one n x n float32 matrix product (best of 5): what this device's GEMM can reach."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    t, _ = timed(lambda: a @ b, device, repeats=5)
+    return 2 * n ** 3 / t
+
+
+def bench(name, model, x, y, device, probes, dim, chunk, peak):
     from pyhessian import hessian as PyHessian
 
     model = model.to(device)
@@ -69,8 +89,9 @@ def bench(name, model, x, y, device, probes, dim, chunk):
     rows = {}
     for mode in ("forward-over-reverse", "double-backprop"):
         h = LossHessian(flat, [(x, y)], mode=mode, chunk_size=chunk)
-        t, out = timed(lambda: hutchinson(h.matmul, flat.dim, probes, torch.Generator().manual_seed(0)), device)
-        rows[f"ours {mode}"] = (t, out["trace"])
+        run = (lambda h=h: hutchinson(h.matmul, flat.dim, probes, torch.Generator().manual_seed(0)))
+        t, out = timed(run, device)
+        rows[f"ours {mode}"] = (t, out["trace"], counted_flops(run))
 
     def pyhessian_trace():
         torch.manual_seed(0)
@@ -79,11 +100,14 @@ def bench(name, model, x, y, device, probes, dim, chunk):
 
     t, samples = timed(pyhessian_trace, device)
     assert len(samples) == probes, f"PyHessian ran {len(samples)} of {probes} products: not comparable"
-    rows["PyHessian trace()"] = (t, sum(samples) / len(samples))
+    rows["PyHessian trace()"] = (t, sum(samples) / len(samples), counted_flops(pyhessian_trace))
     print(f"Hutchinson trace, {probes} probes:")
-    peer = rows["PyHessian trace()"][0]
-    for key, (t, tr) in rows.items():
-        print(f"  {key:32s} {t:8.2f} s   trace {tr:10.4f}   PyHessian/this = {peer / t:5.2f}x")
+    peer, _, peer_flops = rows["PyHessian trace()"]
+    for key, (t, tr, flops) in rows.items():
+        print(f"  {key:32s} {t:8.2f} s   trace {tr:10.4f}   PyHessian/this = {peer / t:5.2f}x   "
+              f"{flops / 1e9:6.2f} GFLOP at {flops / t / 1e9:5.1f} GFLOP/s")
+    print(f"  bound at equal work: the GEMM peak {peak / 1e9:.1f} GFLOP/s over PyHessian's "
+          f"{peer_flops / peer / 1e9:.1f} GFLOP/s = {peak * peer / peer_flops:.2f}x")
 
     basis = random_subspace(flat.dim, dim, torch.Generator().manual_seed(0)).to(device)
     sub_rows = {}
@@ -120,16 +144,18 @@ def main():
     device = torch.device(args.device)
     global REPEATS
     REPEATS = args.repeats
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    peak = matmul_peak(device)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"float32 GEMM peak {peak / 1e9:.1f} GFLOP/s (2048 x 2048)")
     g = torch.Generator().manual_seed(0)
     if args.only in (None, "lenet"):
         torch.manual_seed(0)
         bench("LeNet-300-100", lenet_300_100(), torch.rand(args.batch, 1, 28, 28, generator=g),
-              torch.randint(0, 10, (args.batch,), generator=g), device, args.probes, args.dim, args.chunk)
+              torch.randint(0, 10, (args.batch,), generator=g), device, args.probes, args.dim, args.chunk, peak)
     if args.only in (None, "cnn"):
         torch.manual_seed(0)
         bench("LeNet-5 (CIFAR-sized CNN)", lenet5_cifar(), torch.rand(args.batch, 3, 32, 32, generator=g),
-              torch.randint(0, 10, (args.batch,), generator=g), device, args.probes, args.dim, args.chunk)
+              torch.randint(0, 10, (args.batch,), generator=g), device, args.probes, args.dim, args.chunk, peak)
 
 
 if __name__ == "__main__":
