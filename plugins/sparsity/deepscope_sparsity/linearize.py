@@ -114,6 +114,28 @@ class LinearizedNetwork:
     def device(self) -> torch.device:
         return next(iter(self.params.values())).device
 
+    def bind(self, flat: torch.Tensor) -> None:
+        """Make the scored weights views of ``flat`` (one vector, ``names`` order), so that writing
+        into it (pruning in place) changes the network without copying every tensor each time."""
+        start = 0
+        with torch.no_grad():
+            for p in self.params.values():
+                part = flat[start:start + p.numel()].view_as(p)
+                part.copy_(p)
+                p.data = part
+                start += p.numel()
+
+    def flat_gradient(self, out: torch.Tensor) -> torch.Tensor:
+        """dR/dW of the current weights (no binarization) written into the flat vector ``out``."""
+        x = torch.ones((1, *self.input_shape), dtype=self.dtype, device=self.device)
+        result = self.net(x)
+        if isinstance(result, (tuple, list)):
+            result = result[0]
+        grads = torch.autograd.grad(result.sum(), list(self.params.values()), allow_unused=True)
+        parts = [torch.zeros(p.numel(), dtype=self.dtype, device=self.device) if g is None else g.reshape(-1)
+                 for p, g in zip(self.params.values(), grads)]
+        return torch.cat(parts, out=out)
+
     def gradients(self, weights: dict[str, torch.Tensor], binarize: bool) -> dict[str, torch.Tensor]:
         """dR/dW for R = sum of outputs on an all-ones input, with the given non-negative weights.
 

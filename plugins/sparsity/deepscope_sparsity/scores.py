@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .linearize import LinearizedNetwork
+from .masking import put
 
 Masks = dict[str, torch.Tensor]
 
@@ -100,17 +101,35 @@ def grasp_scores(state, samples: int, batch_size: int, seed: int, temperature: f
 
 class SynFlowScorer:
     """Synaptic saliency |w| * dR/d|w| of the linearized network (float64 unless asked, no 0/1
-    resets, so scores of residual branches keep their true ratios)."""
+    resets, so scores of residual branches keep their true ratios).
+
+    Besides the per-layer call it is a :class:`~deepscope_sparsity.masking.FlatScorer`: the
+    linearized weights are views of one flat vector of masked |w|, so a pruning step zeroes the
+    pruned entries in place and a score is one forward/backward pass and one product.
+    """
 
     def __init__(self, state, dtype: torch.dtype = torch.float64):
         self.linear = LinearizedNetwork(state.model, state.info.input_shape, list(state.prunable()), dtype=dtype)
-        self.weights = {n: p.detach().abs().to(self.linear.device, dtype)
-                        for n, p in state.prunable().items()}
+        device = self.linear.device
+        self.weights = {n: p.detach().abs().to(device, dtype) for n, p in state.prunable().items()}
+        self.flat_weights = torch.cat([w.reshape(-1) for w in self.weights.values()])
+        self.masked = self.flat_weights.clone()
+        self.linear.bind(self.masked)
+        self._grad = torch.empty_like(self.masked)
 
     def __call__(self, mask: Masks) -> Masks:
         masked = {n: w * mask[n] for n, w in self.weights.items()}
         grads = self.linear.gradients(masked, binarize=False)
         return {n: grads[n] * masked[n] for n in masked}
+
+    def start(self, alive: torch.Tensor) -> None:
+        torch.mul(self.flat_weights, alive.to(self.masked.device), out=self.masked)
+
+    def drop(self, index: torch.Tensor) -> None:
+        put(self.masked, index, 0)
+
+    def flat_scores(self) -> torch.Tensor:
+        return self.linear.flat_gradient(self._grad).mul_(self.masked)
 
 
 class SnipAtMask:

@@ -221,3 +221,17 @@ def test_float32_synflow_scoring_gives_the_float64_masks_up_to_rounding_ties():
     assert differ <= 0.02 * kept_64
     scorer = S.SynFlowScorer(state, torch.float32)
     assert all(p.dtype == torch.float32 for p in scorer.linear.params.values())
+
+
+def test_flat_synflow_scorer_ranks_exactly_as_the_per_layer_scores():
+    """The flat, prune-in-place SynFlow path gives the per-layer path's keys bit for bit, from a
+    partly pruned start (its initial mask is respected)."""
+    state = lenet_like(4)
+    g = torch.Generator().manual_seed(1)
+    alive = {n: torch.rand(p.shape, generator=g) < 0.7 for n, p in state.prunable().items()}
+    for dtype in (torch.float64, torch.float32):
+        flat = iterative_ranking(S.SynFlowScorer(state, dtype), alive, 0.05, 7)
+        per_layer = S.SynFlowScorer(state, dtype)
+        reference = iterative_ranking(lambda mask: per_layer(mask), alive, 0.05, 7)
+        assert all(torch.equal(flat[n], reference[n]) for n in flat)
+        assert all(torch.isneginf(flat[n][~alive[n]]).all() for n in flat)  # pruned before: never ranked
