@@ -10,9 +10,10 @@ import torch
 
 from deepscope import ConfigError
 
+from deepscope_standard import recorded_perturbations
+
 from .measure import attacked_inputs, class_means, leaps, noisy_inputs, scatter, target_labels
 from .metrics import collapse_metrics, simplex_alignment
-from .recorded import recorded_perturbations
 from .taps import PENULTIMATE, FeatureTaps
 
 HISTORY_KEY = "deepscope_collapse/history"
@@ -98,8 +99,8 @@ class NeuralCollapseProbe:
             kept = recorded_perturbations(state)
             if kept is None:
                 raise ConfigError("'train_perturbations' is true but no training perturbations were kept: train "
-                                  "first with a trainer that keeps them (use = \"trades\" with keep_perturbations "
-                                  "= N > 0), or set train_perturbations = false", key="train_perturbations")
+                                  "first with a trainer that keeps them (use = \"adversarial\" or \"trades\" with "
+                                  "keep_perturbations = N > 0), or set train_perturbations = false", key="train_perturbations")
             sets["train_adv"] = (kept[1], kept[2])
             clean_rows["train_adv"] = (kept[0], kept[2])
         taps = FeatureTaps(model, cfg.layers, cfg.spatial)

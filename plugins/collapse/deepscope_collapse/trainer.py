@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from deepscope_standard import StandardTrainer, hard_labels
+from deepscope_standard import StandardTrainer, hard_labels, record_perturbations
 
-from .recorded import record_perturbations
 from .trades import trades_loss, trades_perturb
 
 

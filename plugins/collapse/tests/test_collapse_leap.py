@@ -1,14 +1,11 @@
-"""The leap counts on a hand-built case, and the training-perturbation record's epoch and limit."""
+"""The leap counts on a hand-built case."""
 
 from __future__ import annotations
-
-import types
 
 import torch
 
 from deepscope_collapse.leap import LeapAccumulator
 from deepscope_collapse.metrics import MeanAccumulator
-from deepscope_collapse.recorded import TRAIN_PERTURBATIONS_KEY, record_perturbations, recorded_perturbations
 
 
 def test_leap_stay_and_fooled_on_a_hand_built_case():
@@ -28,20 +25,3 @@ def test_leap_stay_and_fooled_on_a_hand_built_case():
     acc.update(h[2:], y[2:], logits[2:], clean_logits[2:])
     m = acc.metrics()
     assert m == {"fooled": 3 / 5, "leap": 1 / 3, "stay": 1 / 3, "ncc_clean_acc": 2 / 5}
-
-
-def test_record_keeps_the_first_rows_of_the_current_epoch_only():
-    state = types.SimpleNamespace(epoch=0, extras={})
-    assert recorded_perturbations(state) is None
-    x = torch.arange(12.0).reshape(6, 2)
-    y = torch.arange(6)
-    record_perturbations(state, x[:4], x[:4] + 0.5, y[:4], limit=5)
-    record_perturbations(state, x[4:], x[4:] + 0.5, y[4:], limit=5)
-    xs, xa, ys = recorded_perturbations(state)
-    assert torch.equal(xs, x[:5]) and torch.equal(xa, x[:5] + 0.5) and torch.equal(ys, y[:5])
-    state.epoch = 1  # a new epoch starts a new record
-    record_perturbations(state, x[3:], x[3:] - 0.5, y[3:], limit=5)
-    xs, xa, ys = recorded_perturbations(state)
-    assert torch.equal(ys, y[3:]) and state.extras[TRAIN_PERTURBATIONS_KEY]["epoch"] == 1
-    record_perturbations(state, x, x, y, limit=0)  # limit 0 keeps nothing and leaves the record alone
-    assert torch.equal(recorded_perturbations(state)[2], y[3:])

@@ -251,12 +251,17 @@ lr = 0.1
     assert all(torch.equal(plain[k], probed[k]) for k in plain)
 
 
-def brute_force_leap(model, x_clean, y_clean, x_adv, y):
-    """Loops over examples and classes: nearest clean class mean of each perturbed feature."""
+def brute_force_leap(model, x_clean, y_clean, x_adv, y, x_rows=None):
+    """Loops over examples and classes: nearest clean class mean of each perturbed feature.
+
+    The class means come from (x_clean, y_clean); "fooled" needs the clean version of each
+    perturbed row right, which is x_rows (default: x_clean, row for row).
+    """
+    x_rows = x_clean if x_rows is None else x_rows
     with torch.no_grad():
         model = model.eval()
         hc, h, pred = model.features(x_clean).double(), model.features(x_adv).double(), model(x_adv).argmax(1)
-        clean_pred = model(x_clean).argmax(1)
+        clean_pred = model(x_rows).argmax(1)
     centres = [hc[y_clean == c].mean(0) for c in range(int(y_clean.max()) + 1)]
     fooled = leaped = stayed = near_true = 0
     for i in range(len(x_adv)):
@@ -305,18 +310,30 @@ keep_perturbations = 40
 """
 
 
-def test_probe_measures_on_the_perturbations_the_trades_trainer_made(host):
-    r = run_toml(HEAD + TRADES_KEEPING + """probes = [{ use = "neural-collapse", train_perturbations = true, every = 1 }]
+PGD_AT_KEEPING = """
+[[stage]]
+do = "train"
+use = "adversarial"
+epochs = 2
+lr = 0.05
+attack = { use = "pgd", eps = 0.1, steps = 3 }
+keep_perturbations = 40
+"""
+
+
+@pytest.mark.parametrize("trainer", [TRADES_KEEPING, PGD_AT_KEEPING], ids=["trades", "pgd-at"])
+def test_probe_measures_on_the_perturbations_the_trainer_made(host, trainer):
+    r = run_toml(HEAD + trainer + """probes = [{ use = "neural-collapse", train_perturbations = true, every = 1 }]
 [[stage]]
 do = "probe"
 use = "neural-collapse"
 train_perturbations = true
 """, host, track=False)
-    from deepscope_collapse.recorded import TRAIN_PERTURBATIONS_KEY
+    from deepscope_standard import recorded_perturbations
 
-    kept = r.state.extras[TRAIN_PERTURBATIONS_KEY]
-    # the second epoch's record (state.epoch was 1 while it trained), the first 40 rows only
-    assert kept["epoch"] == 1 and len(kept["y"]) == len(kept["x"]) == len(kept["x_adv"]) == 40
+    kept = dict(zip(("x", "x_adv", "y"), recorded_perturbations(r.state)))
+    # the last epoch's record (the standard plugin's tests check which epoch), the first 40 rows only
+    assert len(kept["y"]) == len(kept["x"]) == len(kept["x_adv"]) == 40
     delta = kept["x_adv"] - kept["x"]
     assert float(delta.abs().max()) <= 0.1 + 1e-6 and float(delta.abs().max()) > 0
     assert float(kept["x_adv"].min()) >= 0.0 and float(kept["x_adv"].max()) <= 1.0
@@ -330,10 +347,10 @@ train_perturbations = true
     with torch.no_grad():
         acc = float((model(kept["x_adv"]).argmax(1) == kept["y"]).double().mean())
     assert m[f"{p}/train_adv/net_acc"] == pytest.approx(acc, abs=1e-12)
-    fooled, leaped, _, near_true = brute_force_leap(model, x, y, kept["x_adv"], kept["y"])
+    fooled, leaped, _, near_true = brute_force_leap(model, x, y, kept["x_adv"], kept["y"], kept["x"])
     assert m[f"{p}/train_adv/ncc_clean_acc"] == pytest.approx(near_true / 40, abs=1e-12)
-    if fooled:
-        assert m[f"{p}/train_adv/leap"] == pytest.approx(leaped / fooled, abs=1e-12)
+    assert fooled > 0, "some kept perturbation must fool the final model for the leap check to mean anything"
+    assert m[f"{p}/train_adv/leap"] == pytest.approx(leaped / fooled, abs=1e-12)
     assert math.isfinite(m[f"{p}/train_adv/nc1"])
     history = r.state.extras["deepscope_collapse/history"][p]
     assert [h["epoch"] for h in history] == [1, 2, 2]  # periodic after each epoch, then the probe stage

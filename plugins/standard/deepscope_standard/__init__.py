@@ -47,6 +47,8 @@ _LAZY = {
     "random_real": "deepscope_standard.baselines",
     "class_means": "deepscope_standard.baselines",
     "fit_zca": "deepscope_standard.zca",
+    "record_perturbations": "deepscope_standard.recorded",
+    "recorded_perturbations": "deepscope_standard.recorded",
 }
 
 

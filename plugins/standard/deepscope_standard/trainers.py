@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from .recorded import record_perturbations
+
 #: (model, x, y) -> (loss to minimize, per-batch sums such as {"loss": ..., "correct": ...})
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -280,9 +282,12 @@ class AdversarialTrainer(StandardTrainer):
         kind, smoothing, mix = self.config.loss, self.config.label_smoothing, self.config.mix
         attack_in_train_mode = self.config.bn_mode == "train"
 
+        keep = self.config.keep_perturbations
+
         def batch_loss(model, x, y):
             model.train(attack_in_train_mode)
             x_adv = attack.perturb(model, x, y)
+            record_perturbations(state, x, x_adv, hard_labels(y), keep)
             if mix == 0:  # clean accuracy for the log only: no graph, no BatchNorm statistics update
                 model.eval()
                 with torch.no_grad():

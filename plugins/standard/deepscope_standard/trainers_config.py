@@ -75,6 +75,10 @@ class AdversarialConfig(TrainConfig):
                     "(and every attack step updates the running statistics)")
     mix: float = param(0.0, doc="weight of the clean loss: (1 - mix) * adversarial + mix * clean",
                        validator=in_range(0, 1))
+    keep_perturbations: int = param(
+        0, doc="keep the first N (x, x_adv, y) of every epoch, the perturbations training used, for probes "
+               "such as the collapse plugin's neural-collapse with train_perturbations = true (0: keep none)",
+        validator=non_negative)
 
 
 def register(register):

@@ -255,6 +255,33 @@ def test_adversarial_trainer_attacks_in_the_chosen_mode(bn_mode):
     assert "train/adversarial/robust_train_acc" in result.metrics
 
 
+@pytest.mark.parametrize("keep", [0, 20])
+def test_adversarial_trainer_keeps_the_last_epochs_first_perturbations(keep):
+    from deepscope_standard import recorded_perturbations
+    from deepscope_standard.recorded import TRAIN_PERTURBATIONS_KEY
+
+    result = run(Plugin(n_train=32), f"""
+        [[stage]]
+        do = "train"
+        use = "adversarial"
+        epochs = 2
+        attack = {{ use = "pgd", eps = 0.05, steps = 3 }}
+        keep_perturbations = {keep}
+        """)
+    kept = recorded_perturbations(result.state)
+    if keep == 0:
+        assert kept is None
+        return
+    x_kept, x_adv, y_kept = kept
+    assert result.state.extras[TRAIN_PERTURBATIONS_KEY]["epoch"] == 1  # the second (last) epoch's record
+    assert len(x_kept) == len(x_adv) == len(y_kept) == 20  # 16 of the first batch, 4 of the second
+    delta = (x_adv - x_kept).abs().flatten(1).amax(1)
+    assert float(delta.max()) <= 0.05 + 1e-6 and float(delta.max()) > 0
+    x, y = result.state.data.tensors("train")
+    rows = [int(torch.nonzero((x == row).flatten(1).all(1))[0]) for row in x_kept]
+    assert torch.equal(y[rows], y_kept) and len(set(rows)) == 20
+
+
 def test_adversarial_trainer_builds_its_default_attack():
     plugin = Plugin(n_train=32)
     result = run(plugin, """

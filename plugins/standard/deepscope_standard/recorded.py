@@ -1,9 +1,11 @@
-"""The training perturbations themselves, kept for the probes (as the official code measures NC on them).
+"""The training perturbations themselves, kept for the probes (public: ``record_perturbations``,
+``recorded_perturbations``).
 
 The official robust_neural_collapse code computes NC for PGD-AT and TRADES on the
 x_adv the training step made (train-mode attack, a model that moves within the
 epoch), not on a fresh post-epoch attack. A trainer with ``keep_perturbations = N``
-keeps the first N (clean input, x_adv, label) rows of every epoch here; a
+(``adversarial`` here, ``trades`` in the collapse plugin) keeps the first N (clean
+input, x_adv, label) rows of every epoch here; the collapse plugin's
 ``neural-collapse`` probe with ``train_perturbations = true`` measures on the last
 epoch's rows. Plain tensors on the CPU, so they are checkpointed with the state.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+#: the ``state.extras`` key (kept from when the collapse plugin owned it, so older checkpoints still load)
 TRAIN_PERTURBATIONS_KEY = "deepscope_collapse/train_perturbations"
 
 
