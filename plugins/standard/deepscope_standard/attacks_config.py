@@ -1,4 +1,4 @@
-"""Config classes of the attacks (``fgsm``, ``pgd``, ``apgd``, ``square``); no torch import here."""
+"""Config classes of the attacks (``fgsm``, ``pgd``, ``apgd``, ``square``, ``fab``...); no torch import here."""
 
 from __future__ import annotations
 
@@ -87,6 +87,27 @@ class SquareConfig(AttackConfig):
 
 
 @attrs.define(kw_only=True)
+class FABConfig(AttackConfig):
+    """FAB (Croce & Hein 2020): the minimally distorted adversarial example by projections onto the
+    linearized boundary; FAB-T (AutoAttack's) over the top-k wrong classes; L-inf or L2."""
+
+    norm: Norm = param("linf", doc="the norm whose smallest adversarial perturbation is sought")
+    eps: float = param(8 / 255, doc="an example counts as broken when the closest adversarial point found "
+                                    "lies within this radius", validator=non_negative)
+    steps: int = param(100, doc="iterations per target and restart (AutoAttack: 100)", validator=positive)
+    restarts: int = param(1, doc="runs per target; the later ones start at a random point at eps / 2 and "
+                                 "attack only the examples not broken yet", validator=positive)
+    target_classes: int = param(9, doc="FAB-T: the highest-ranked wrong classes attacked in turn (AutoAttack: "
+                                       "9); 0 is untargeted FAB (the nearest boundary at each step, one "
+                                       "gradient per class)", validator=non_negative)
+    alpha_max: float = param(0.1, doc="largest weight of the input's projection in each step's combination",
+                             validator=in_range(0, 1))
+    eta: float = param(1.05, doc="overshoot past the linearized boundary", validator=positive)
+    beta: float = param(0.9, doc="backward step towards the input after each success", validator=in_range(0, 1))
+    seed: int = param(0, doc="seed of the random restarts")
+
+
+@attrs.define(kw_only=True)
 class TransferConfig(GradientAttackConfig):
     """Transfer attack: APGD or PGD on a surrogate trained in setup; the attacked model is never queried."""
 
@@ -112,5 +133,8 @@ def register(register):
              doc="Auto-PGD (linf or l2; ce, dlr; APGD-T over the top-k classes) with restarts and EOT.")
     register("transfer", "deepscope_standard.transfer:TransferAttack", TransferConfig,
              doc="Transfer attack: APGD/PGD on a surrogate trained in setup; never queries the attacked model.")
+    register("fab", "deepscope_standard.fab:FAB", FABConfig,
+             doc="FAB-T / FAB (linf or l2): minimal adversarial perturbations by boundary projections; "
+                 "AutoAttack's standard version uses FAB-T.")
     register("square", "deepscope_standard.square_attack:SquareAttack", SquareConfig,
              doc="Square attack (linf or l2; gradient-free random search; AutoAttack's 5000 queries, p_init 0.8).")

@@ -16,6 +16,7 @@ import torch
 
 from .attacks import pgd
 from .autopgd import apgd
+from .fab import fab
 from .square_attack import square
 
 
@@ -29,6 +30,9 @@ def run_attack(name: str, model, x, y, cfg, eot: int, gen: torch.Generator) -> t
     if name == "apgd-t":
         return apgd(model, x, y, steps=cfg.steps, restarts=cfg.restarts, loss="dlr",
                     target_classes=cfg.target_classes, **common)
+    if name == "fab-t":
+        return fab(model, x, y, eps=cfg.eps, norm=cfg.norm, steps=cfg.steps, restarts=cfg.restarts,
+                   target_classes=cfg.target_classes, generator=gen)
     if name == "square":
         return square(model, x, y, queries=cfg.queries, **common)
     if name == "pgd":

@@ -9,17 +9,19 @@ import attrs
 from deepscope import non_negative, param, positive
 
 #: the attacks the probe can compose, by the names AutoAttack uses
-ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "square", "pgd")
+ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "pgd")
 #: AutoAttack's versions: 'standard' (deterministic models) and 'rand' (randomized defences, EOT 20)
-PRESETS = {"standard": ("apgd-ce", "apgd-t", "square"), "randomized": ("apgd-ce", "apgd-dlr")}
+PRESETS = {"standard": ("apgd-ce", "apgd-t", "square"), "autoattack": ("apgd-ce", "apgd-t", "fab-t", "square"),
+           "randomized": ("apgd-ce", "apgd-dlr")}
 
 
 @attrs.define(kw_only=True)
 class WorstCaseConfig:
     """Per-example worst case over several attacks and noise draws, as AutoAttack reports robustness."""
 
-    preset: Literal["standard", "randomized", "custom"] = param(
+    preset: Literal["standard", "autoattack", "randomized", "custom"] = param(
         "standard", doc="'standard': APGD-CE, APGD-T, Square (AutoAttack's standard version minus FAB-T); "
+                        "'autoattack': APGD-CE, APGD-T, FAB-T, Square (AutoAttack's standard version); "
                         "'randomized': APGD-CE and APGD-DLR with EOT (AutoAttack's rand version); "
                         "'custom': the list in `attacks`")
     attacks: list[str] = param(factory=list, doc=f"with preset = 'custom': attacks in the order they run, "
@@ -29,7 +31,7 @@ class WorstCaseConfig:
                        validator=non_negative)
     steps: int = param(100, doc="iterations of each APGD (and PGD) run", validator=positive)
     restarts: int = param(1, doc="runs per attack (and per target class for apgd-t)", validator=positive)
-    target_classes: int = param(9, doc="apgd-t: the highest-ranked wrong classes attacked in turn (at most "
+    target_classes: int = param(9, doc="apgd-t and fab-t: the highest-ranked wrong classes attacked in turn (at most "
                                        "the number of classes - 1)", validator=positive)
     queries: int = param(5000, doc="square: model queries per example", validator=positive)
     eot: Optional[int] = param(None, doc="gradient (and margin) samples per step for randomized models; "

@@ -93,6 +93,7 @@ def test_draws_make_the_worst_case_the_all_draws_accuracy():
 
 def test_presets_and_config_errors():
     assert WorstCaseConfig().attack_names() == ["apgd-ce", "apgd-t", "square"]
+    assert WorstCaseConfig(preset="autoattack").attack_names() == ["apgd-ce", "apgd-t", "fab-t", "square"]
     rand = WorstCaseConfig(preset="randomized")
     assert rand.attack_names() == ["apgd-ce", "apgd-dlr"] and rand.eot_samples() == 20
     assert WorstCaseConfig(preset="randomized", eot=4).eot_samples() == 4
@@ -137,7 +138,7 @@ def test_worst_case_probe_in_a_pipeline(sequential):
         do = "probe"
         use = "worst-case"
         preset = "custom"
-        attacks = ["apgd-ce", "apgd-t", "square", "pgd"]
+        attacks = ["apgd-ce", "apgd-t", "fab-t", "square", "pgd"]
         eps = 0.15
         steps = 5
         target_classes = 2
@@ -145,9 +146,9 @@ def test_worst_case_probe_in_a_pipeline(sequential):
         sequential = {sequential}
         """, make_host(TinyPlugin(), deepscope_standard), track=False)
     m = {k.rsplit("/", 1)[-1]: v for k, v in result.metrics.items() if "worst-case" in k}
-    after = [m[f"{k}_acc_after"] for k in ("apgd_ce", "apgd_t", "square", "pgd")]
+    after = [m[f"{k}_acc_after"] for k in ("apgd_ce", "apgd_t", "fab_t", "square", "pgd")]
     assert m["clean_acc_worst"] >= after[0] and all(b <= a for a, b in zip(after, after[1:]))
     assert abs(after[-1] - m["robust_acc"]) < 1e-6 and m["robust_acc"] < m["clean_acc_worst"]
     assert abs(m["clean_acc_worst"] - after[0] - m["apgd_ce_broke"]) < 1e-9
     if sequential == "false":
-        assert all(m["robust_acc"] <= m[f"{k}_acc"] for k in ("apgd_ce", "apgd_t", "square", "pgd"))
+        assert all(m["robust_acc"] <= m[f"{k}_acc"] for k in ("apgd_ce", "apgd_t", "fab_t", "square", "pgd"))
