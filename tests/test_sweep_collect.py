@@ -123,6 +123,22 @@ def test_infinite_values_are_counted_apart_and_left_out_of_mean_and_std(tmp_path
     assert all(r["test/acc/infinite"] == "0" for r in rows[1:])
 
 
+def test_collect_without_by_aggregates_every_finished_point_into_one_row(tmp_path, tmp_mlflow, capsys):
+    """A sweep over seeds only (nothing else to group by): one row, the mean over all finished points."""
+    truth = fake_sweep(tmp_path / "sw", tmp_mlflow)
+    capsys.readouterr()
+    assert main(["sweep", "collect", str(tmp_path / "sw"), "--metric", "test/acc", "--csv"]) == 0
+    (row,) = read_csv(capsys.readouterr().out)
+    every = np.array([v for values in truth.values() for v in values])
+    assert int(row["test/acc/count"]) == len(every) == 16
+    assert float(row["test/acc/mean"]) == pytest.approx(every.mean(), rel=1e-12)
+    assert float(row["test/acc/std"]) == pytest.approx(every.std(ddof=1), rel=1e-12)
+    fake_sweep(tmp_path / "sw2", tmp_mlflow, collect={"metrics": ["test/acc"]})  # the same from [sweep.collect]
+    capsys.readouterr()
+    assert main(["sweep", "collect", str(tmp_path / "sw2"), "--csv"]) == 0
+    assert read_csv(capsys.readouterr().out)[0]["test/acc/mean"] == row["test/acc/mean"]
+
+
 def test_the_sweep_files_collect_table_is_the_default_and_a_group_of_one_has_no_std(tmp_path, tmp_mlflow, capsys):
     fake_sweep(tmp_path / "sw", tmp_mlflow, collect={"by": KEYS, "metrics": ["test/acc"], "x": "run.seed"})
     capsys.readouterr()
@@ -161,7 +177,7 @@ def test_the_plot_draws_one_line_per_group_with_the_means_and_stds(tmp_path, tmp
     (["--by", "stage.0.usse"], "collect --by 'stage.0.usse': not a swept key of this sweep (did you mean 'stage.0.use'?)"),
     (["--by", "stage.0.use", "--metric", "test/accc"], "collect --metric 'test/accc': no finished point logged it"),
     (["--by", "stage.0.use", "--metric", "test/acc", "--x", "run.seed"], "must be one of the --by keys"),
-    (["--metric", "test/acc"], "collect --metric needs --by KEY"),
+    (["--metric", "test/acc", "--x", "run.seed"], "collect --x needs --by KEY"),
 ])
 def test_bad_collect_options_exit_2_with_the_option_named(tmp_path, tmp_mlflow, capsys, extra, message):
     fake_sweep(tmp_path / "sw", tmp_mlflow)

@@ -81,6 +81,7 @@ def test_collect_of_an_inline_sweep_matches_numpy_over_the_child_runs(tmp_path, 
     ('by = ["stage.0.lrr"]', "$.sweep.collect.by: 'stage.0.lrr' is not a swept key (did you mean 'stage.0.lr'?)"),
     ('by = ["stage.0.lr"]\nx = "run.seed"', "$.sweep.collect.x: the plot's x axis must be one of the by keys"),
     ('by = ["stage.0.lr"]\nlogx = true', "$.sweep.collect.logx: unknown key (did you mean 'log_x'?)"),
+    ('x = "stage.0.lr"', "$.sweep.collect.by: name the swept keys to group by"),
 ])
 def test_a_bad_collect_table_is_a_config_error_naming_its_key(tmp_path, table, message):
     text = SWEEP.split("[sweep.collect]")[0] + "[sweep.collect]\n" + table + "\n"

@@ -113,10 +113,12 @@ def collect_spec(args: argparse.Namespace, record: Any, table: list) -> Any:
     saved = record.data.get("collect") or {}
     by = [k for item in (args.by or []) for k in item.split(",") if k] or list(saved.get("by", []))
     if not by:
-        for flag in ("metric", "x", "log_x", "log_y"):
+        for flag in ("x", "log_x", "log_y"):
             if getattr(args, flag) not in (None, False):
                 raise DeepscopeError(f"collect --{flag.replace('_', '-')} needs --by KEY (the keys to group by)")
-        return None
+        if not args.metric and "metrics" not in saved:
+            return None  # the status table
+        # --metric (or [sweep.collect] metrics) without --by: one group, every point (e.g. a sweep over seeds only)
     metrics = args.metric or list(saved.get("metrics") or record.data.get("metrics") or [])
     x = args.x if args.x is not None else saved.get("x")
     spec = CollectSpec(by, metrics, x, bool(args.log_x if args.log_x is not None else saved.get("log_x", False)),
@@ -148,7 +150,8 @@ def cmd_collect_summary(args: argparse.Namespace, record: Any, table: list, spec
 
     from .aggregate import columns
 
-    view = Table(title=f"sweep {record.data.get('name')}: {', '.join(spec.metrics)} by {', '.join(spec.by)}")
+    grouping = f"by {', '.join(spec.by)}" if spec.by else "over all points"
+    view = Table(title=f"sweep {record.data.get('name')}: {', '.join(spec.metrics)} {grouping}")
     cols = columns(spec, rows)
     for col in cols:
         view.add_column(col, justify="left" if col in spec.by else "right")

@@ -244,9 +244,12 @@ def _collect_table(raw: Any, taken: set[str], issues: list[ConfigIssue]) -> dict
             issues.append(ConfigIssue(f"{path}.{quote_key(key)}", "unknown key" + _close(key, list(COLLECT_KEYS))
                                       + f"; allowed: {', '.join(COLLECT_KEYS)}"))
     by = raw.get("by", [])
-    if not isinstance(by, list) or not by or not all(isinstance(k, str) for k in by):
-        issues.append(ConfigIssue(f"{path}.by", "expected a non-empty array of swept keys, e.g. [\"stage.0.lr\"]"))
+    if not isinstance(by, list) or not all(isinstance(k, str) for k in by):
+        issues.append(ConfigIssue(f"{path}.by", "expected an array of swept keys, e.g. [\"stage.0.lr\"]"))
         by = []
+    if not by and not raw.get("metrics"):
+        issues.append(ConfigIssue(f"{path}.by", "name the swept keys to group by, e.g. [\"stage.0.lr\"], or give "
+                                                "`metrics` alone to aggregate over every point"))
     for key in by:
         if key not in taken:
             issues.append(ConfigIssue(f"{path}.by", f"{key!r} is not a swept key{_close(key, sorted(taken))}; "
