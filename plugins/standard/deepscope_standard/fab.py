@@ -109,8 +109,9 @@ def _run(model, x0: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, 
             gap, grad = _logit_gap_and_gradient(model, current, y, target)
         w = grad.flatten(1)
         c = (w * current.flatten(1)).sum(1) - gap  # the linearized boundary: w.x = c
-        d_current = project(current.flatten(1), w, c, norm)
-        d_origin = project(flat0, w, c, norm)
+        # both points onto the same plane in one batched projection (the bisection loop runs once)
+        d_current, d_origin = project(torch.cat([current.flatten(1), flat0]), torch.cat([w, w]),
+                                      torch.cat([c, c]), norm).chunk(2)
         a1 = _norms(d_current, norm).clamp_min(1e-8)
         a2 = _norms(d_origin, norm).clamp_min(1e-8)
         alpha = (a1 / (a1 + a2)).clamp(0.0, alpha_max)[:, None]
