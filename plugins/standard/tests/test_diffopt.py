@@ -1,4 +1,5 @@
-"""Differentiable SGD/Adam: K steps equal torch.optim's, and gradients flow to lr and to the inputs."""
+"""Differentiable SGD/Adam: K steps equal torch.optim's bit for bit, gradients flow to lr and to the inputs,
+and the hand-written backward passes of the updates pass gradcheck."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_sgd_steps_equal_torch_optim_sgd(kw, foreach):
     expected = torch_optim_run(lambda p: torch.optim.SGD(p, lr=0.1, foreach=foreach, **kw), data)
     got, _ = functional_run(sgd_step, data, lr=0.1, **kw)
     for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-14)
+        assert torch.equal(got[name], expected[name]), name  # the same arithmetic, bit for bit
 
 
 @pytest.mark.parametrize("foreach", [False, True])
@@ -67,7 +68,7 @@ def test_adam_steps_equal_torch_optim_adam(kw, foreach):
     got, state = functional_run(adam_step, data, lr=0.01, **kw)
     assert state["step"] == K
     for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-14)
+        assert torch.equal(got[name], expected[name]), name  # the same arithmetic, bit for bit
 
 
 def test_a_parameter_without_gradient_is_kept():
@@ -129,3 +130,39 @@ def test_flat_parameters_round_trip():
     assert list(back) == list(params) and all(torch.equal(back[k], params[k]) for k in params)
     with pytest.raises(ValueError, match="entries"):
         unflatten_params(flat[:-1], params)
+
+
+@pytest.mark.parametrize("step", [0, 3])
+def test_the_adam_update_backward_passes_gradcheck_in_every_input(step):
+    """The hand-written backward of one Adam update against finite differences (torch.autograd.gradcheck),
+    with respect to the parameter, the gradient, both moments and a tensor lr, all outputs at once."""
+    g = torch.Generator().manual_seed(2)
+
+    def leaf(*shape, positive=False):
+        t = torch.randn(*shape, generator=g, dtype=torch.float64)
+        return (t.abs() + 0.1 if positive else t).requires_grad_()
+
+    p, grad, m, v, lr = leaf(4, 3), leaf(4, 3), leaf(4, 3), leaf(4, 3, positive=True), leaf(1, positive=True)
+
+    def update(p, grad, m, v, lr):
+        state = {"step": step, "exp_avg": {"w": m}, "exp_avg_sq": {"w": v}} if step else None
+        new, state = adam_step({"w": p}, {"w": grad}, lr, state=state, eps=1e-3)
+        return new["w"], state["exp_avg"]["w"], state["exp_avg_sq"]["w"]
+
+    assert torch.autograd.gradcheck(update, (p, grad, m, v, lr))
+
+
+@pytest.mark.parametrize("first", [True, False])
+@pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.5, dampening=0.1, weight_decay=1e-2),
+                                dict(momentum=0.9, nesterov=True, weight_decay=5e-4)])
+def test_the_sgd_update_backward_passes_gradcheck_in_every_input(kw, first):
+    g = torch.Generator().manual_seed(3)
+    p, grad, buf = (torch.randn(4, 3, generator=g, dtype=torch.float64).requires_grad_() for _ in range(3))
+    lr = torch.rand(1, generator=g, dtype=torch.float64).requires_grad_()
+
+    def update(p, grad, buf, lr):
+        state = None if first else {"momentum_buffer": {"w": buf}}
+        new, state = sgd_step({"w": p}, {"w": grad}, lr, state=state, **kw)
+        return new["w"], state["momentum_buffer"]["w"]
+
+    assert torch.autograd.gradcheck(update, (p, grad, buf, lr))
