@@ -12,6 +12,7 @@ WindowStart = Literal["random-per-epoch", "random", "fixed", "moving"]
 InnerOptim = Literal["adam", "sgd"]
 Init = Literal["unit-norm-noise", "real"]
 Augment = Literal["none", "flip-rotate"]
+AdamEps = Literal["torch", "higher"]
 
 
 def _positive_list(instance, attribute, value):
@@ -36,6 +37,10 @@ class UnrollConfig(DistillerConfig):
                                  validator=positive)
     inner_optim: InnerOptim = param("adam", doc="inner optimizer (official commands: adam)")
     inner_lr: float = param(1e-3, doc="inner learning rate", validator=positive)
+    inner_adam_eps: AdamEps = param(
+        "torch", doc="inner adam: where the window's steps add eps, torch (torch.optim.Adam, after the bias "
+                     "correction) or higher (before it, as the official window's higher.DifferentiableAdam; the "
+                     "prefix stays torch.optim.Adam, as there)")
     inner_momentum: float = param(0.9, doc="inner sgd: momentum", validator=in_range(0, 1, high_open=True))
     inner_weight_decay: float = param(5e-4, doc="inner sgd: weight decay (the official default)",
                                       validator=non_negative)

@@ -82,7 +82,7 @@ class MetaLoop:
                                     self.gens[3])
         self.progress = {"ema": None, "adam_step": 0}
         self.inner = InnerOptimizer(config.inner_optim, config.inner_lr, config.inner_momentum,
-                                    config.inner_weight_decay)
+                                    config.inner_weight_decay, config.inner_adam_eps)
 
     # -- set-up ---------------------------------------------------------------
     def _init_images(self, probe) -> torch.Tensor:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import math
+
 import attrs
 import torch
 import torch.nn.functional as F
@@ -22,18 +24,25 @@ from torch.utils.checkpoint import checkpoint
 from deepscope_standard import adam_step, sgd_step
 
 Params = dict[str, torch.Tensor]
+ADAM_EPS, ADAM_BETA2 = 1e-8, 0.999  # torch.optim.Adam's defaults, which the official inner Adam keeps
 #: batches(differentiable) -> (inputs, targets); with differentiable False the inputs carry no graph
 Batches = Callable[[bool], tuple[torch.Tensor, torch.Tensor]]
 
 
 @attrs.define
 class InnerOptimizer:
-    """The inner optimizer as a pure function of (params, grads, state): torch.optim's update rules."""
+    """The inner optimizer as a pure function of (params, grads, state): torch.optim's update rules.
+
+    ``adam_eps = "higher"`` makes the differentiable steps add Adam's eps where `higher`'s
+    DifferentiableAdam (the official window) does, to sqrt(v) before the bias correction: torch's
+    update with eps / sqrt(1 - beta2^t). The graph-free prefix stays torch.optim.Adam, as there.
+    """
 
     kind: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    adam_eps: str = "torch"
 
     def torch_optimizer(self, parameters: list[torch.Tensor]) -> torch.optim.Optimizer:
         """The same update as :meth:`step`, in place and graph-free, for the prefix."""
@@ -56,10 +65,18 @@ class InnerOptimizer:
 
     def step(self, params: Params, grads: Params, state: dict | None) -> tuple[Params, dict]:
         if self.kind == "adam":  # the official inner Adam: torch.optim.Adam(lr), no weight decay
-            return adam_step(params, grads, self.lr, state=state)
+            return adam_step(params, grads, self.lr, eps=self._adam_eps((state or {}).get("step", 0) + 1), state=state)
         if self.kind == "sgd":
             return sgd_step(params, grads, self.lr, self.momentum, state, weight_decay=self.weight_decay)
         raise ValueError(f"unknown inner optimizer {self.kind!r}: use 'adam' or 'sgd'")
+
+    def _adam_eps(self, step: int) -> float:
+        """torch.optim.Adam's eps (1e-8) at ``step``, or the eps that gives higher's update in torch's formula."""
+        if self.adam_eps == "torch":
+            return ADAM_EPS
+        if self.adam_eps == "higher":
+            return ADAM_EPS / math.sqrt(1 - ADAM_BETA2 ** step)
+        raise ValueError(f"unknown Adam eps convention {self.adam_eps!r}: use 'torch' or 'higher'")
 
 
 def inner_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

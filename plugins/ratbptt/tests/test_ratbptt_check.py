@@ -30,6 +30,7 @@ def test_importing_the_plugin_does_not_import_torch():
     (dict(window=8, unroll=4), "window"),
     (dict(start="sometimes"), "start"),
     (dict(inner_optim="rmsprop"), "inner_optim"),
+    (dict(inner_adam_eps="pytorch"), "inner_adam_eps"),
     (dict(clip_coef=1.0), "clip_coef"),
 ])
 def test_bad_settings_are_config_errors_naming_the_key(params, key):
