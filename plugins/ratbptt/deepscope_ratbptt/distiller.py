@@ -15,12 +15,13 @@ blocks wait. The outer Adam and the EMA restart at each block.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from deepscope import ConfigError, SyntheticData
+from deepscope import ConfigError, SavedTensorMeter, SyntheticData
 from deepscope_standard import adam_step, flip_rotate, log_synthetic_grid, random_real
 
 from .sampling import InnerSampler, RealBatches, unit_norm_noise
@@ -150,6 +151,25 @@ class MetaLoop:
             torch.cuda.reset_peak_memory_stats(self.device)
         real_idx, new_pass, pass_ends = self.real.next()
         start = self.windows.start(new_pass)
+        meter = SavedTensorMeter()
+        with meter.track() if self.device.type == "cpu" else nullcontext():
+            meta_loss, logits, y_real, grads = self._meta_gradient(step, start, real_idx)
+        norm = grads["images"].norm().item()
+        ema, clipped = self._clip(grads, norm)
+        self._outer_step(grads, block)
+        self.windows.record(meta_loss.item(), pass_ends)
+        metrics = {"meta_loss": meta_loss.item(), "meta_acc": (logits.argmax(1) == y_real).float().mean().item(),
+                   "grad_norm": norm, "ema_norm": ema, "clipped": float(clipped), "window_start": float(start),
+                   "block": float(block), "sec_per_step": time.perf_counter() - began}
+        if self.device.type == "cuda":
+            metrics["peak_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        elif self.device.type == "cpu":
+            metrics["graph_mem_mb"] = meter.peak_mb
+        return metrics
+
+    def _meta_gradient(self, step: int, start: int, real_idx: torch.Tensor):
+        """A fresh network, the unroll, the real-batch loss: (meta-loss, logits, real labels, gradients)."""
+        c = self.c
         net = self.state.build_model(seed=self.state.seed + NET_SEED + step)
         net.train()
         body = net.body
@@ -165,16 +185,7 @@ class MetaLoop:
         meta_loss = F.cross_entropy(logits, y_real)
         learned = self._learned()
         grads = dict(zip(learned, torch.autograd.grad(meta_loss, list(learned.values()))))
-        norm = grads["images"].norm().item()
-        ema, clipped = self._clip(grads, norm)
-        self._outer_step(grads, block)
-        self.windows.record(meta_loss.item(), pass_ends)
-        metrics = {"meta_loss": meta_loss.item(), "meta_acc": (logits.argmax(1) == y_real).float().mean().item(),
-                   "grad_norm": norm, "ema_norm": ema, "clipped": float(clipped), "window_start": float(start),
-                   "block": float(block), "sec_per_step": time.perf_counter() - began}
-        if self.device.type == "cuda":
-            metrics["peak_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
-        return metrics
+        return meta_loss, logits, y_real, grads
 
     def _inner_batches(self, differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.sampler.indices().to(self.device)

@@ -115,6 +115,20 @@ def test_the_ema_starts_at_the_first_norm_and_clipped_norms_are_at_most_twice_it
         assert step["clipped"] == float(step["grad_norm"] > 2 * step["ema_norm"])
 
 
+def test_the_graph_memory_metric_is_flat_in_the_unroll_and_grows_with_the_window(monkeypatch):
+    """On a CPU every meta-step logs graph_mem_mb, the peak of the autograd graph's saved tensors (without
+    augmentation, whose flip or rotation changes what is saved, it is the same at every step)."""
+    seen = _record(monkeypatch)
+    peaks = {}
+    for unroll, window in [(6, 3), (12, 3), (12, 6)]:
+        seen["metrics"].clear()
+        run(pipeline(meta_steps=2, unroll=unroll, window=window, start="fixed", syn_aug="none", real_aug="none"))
+        values = {m["graph_mem_mb"] for m in seen["metrics"]}
+        assert len(values) == 1 and values.pop() > 0
+        peaks[unroll, window] = seen["metrics"][0]["graph_mem_mb"]
+    assert peaks[6, 3] == peaks[12, 3] < peaks[12, 6]
+
+
 def test_a_gradient_spike_is_clipped_to_twice_the_ema_and_the_ema_sees_the_unclipped_norm():
     from types import SimpleNamespace
 
