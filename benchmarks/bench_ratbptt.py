@@ -6,11 +6,17 @@ respect to the synthetic images. `higher` (0.2.1, the official code's dependency
 benchmark-only dependency: ``pip install higher==0.2.1``. Same initial weights, same batches, same
 optimizer and a seeded network. Before timing, the benchmark checks that the two unrolls give
 the same meta-gradient (to float32 rounding, 1e-4) with an inner SGD (momentum 0.9, weight decay
-5e-4) and with Adam. For Adam the check rescales higher's eps: its DifferentiableAdam adds eps to
-sqrt(v) before the bias correction, p - lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps), where
-``torch.optim.Adam`` (the official code's prefix) and ours add it after, which is higher's formula
-with eps sqrt(1 - b2^t) (32x smaller at step 1). The timed runs use higher unchanged, and the last
-column prints how far the official window's Adam is from torch's. Reported: the
+5e-4) and with Adam. For Adam the check runs ours with ``inner_adam_eps = "higher"``: higher's
+DifferentiableAdam adds eps to sqrt(v) before the bias correction, p - lr sqrt(1 - b2^t) / (1 - b1^t)
+m / (sqrt(v) + eps), where ``torch.optim.Adam`` (the official code's prefix) and our default add it
+after (32x smaller at step 1). The column "Adam, torch eps" prints how far our default is from the
+official window. The timed runs use our default and higher unchanged.
+
+Two comparisons are timed. "ours" against "higher": the same operations (the prefix's batches
+detached, no augmentation), which isolates the unroll. "ours+aug" against "official": the meta-step
+as each code runs it, with flip-or-rotate on every inner batch and on the real batch; the official
+code's prefix also backpropagates into the synthetic images (see :func:`theirs`), and its
+augmentation builds rotations image by image (:func:`official_flip_rotate`). Reported: the
 median seconds per meta-step (and CPU seconds on CPU), the ratio theirs / ours (> 1: ours is
 faster), and the peak memory: CUDA's max_memory_allocated on a GPU, and on CPU the peak bytes the
 autograd graph holds (every saved tensor, counted while alive), at two unroll lengths to show it
@@ -27,11 +33,13 @@ from __future__ import annotations
 import argparse
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from deepscope import time_and_peak_memory
 from deepscope_ratbptt.unroll import InnerOptimizer, unroll
+from deepscope_standard import flip_rotate
 
 
 def registered_body(args) -> torch.nn.Module:
@@ -58,43 +66,74 @@ def make_problem(args, device):
     return x_syn, y_syn, x_real, y_real, draws
 
 
-def ours(body, init, problem, start, window, lr, kind="adam"):
+def ours(body, init, problem, start, window, lr, kind="adam", augment=False, adam_eps="torch"):
+    """deepscope's meta-step: detached prefix batches, then the functional window; with ``augment``,
+    the distiller's batched flip-or-rotate on every inner batch and on the real batch; ``adam_eps`` as
+    the distiller's ``inner_adam_eps``."""
     x_syn, y_syn, x_real, y_real, draws = problem
     body.load_state_dict(init)
     calls = iter(draws)
+    generator = torch.Generator().manual_seed(1)
+    aug = (lambda x: flip_rotate(x, generator)) if augment else (lambda x: x)
 
     def batches(differentiable):
         idx = next(calls)
-        return (x_syn if differentiable else x_syn.detach())[idx], y_syn[idx]
+        return aug((x_syn if differentiable else x_syn.detach())[idx]), y_syn[idx]
 
-    final = unroll(body, dict(body.named_parameters()), InnerOptimizer(kind, lr, momentum=0.9, weight_decay=5e-4), batches, start=start,
-                   window=window)
-    loss = F.cross_entropy(torch.func.functional_call(body, final, (x_real,)), y_real)
+    optimizer = InnerOptimizer(kind, lr, momentum=0.9, weight_decay=5e-4, adam_eps=adam_eps)
+    final = unroll(body, dict(body.named_parameters()), optimizer, batches, start=start, window=window)
+    loss = F.cross_entropy(torch.func.functional_call(body, final, (aug(x_real),)), y_real)
     return torch.autograd.grad(loss, x_syn)[0]
 
 
-def theirs(body, init, problem, start, window, lr, kind="adam", torch_eps=False):
-    """The official code's meta-step: torch.optim prefix, then higher.innerloop_ctx for the window.
+def official_flip_rotate(x: torch.Tensor, rng: np.random.RandomState) -> torch.Tensor:
+    """The official augmentation's cost structure (its ``flip_rotate`` strategy): one of flip or rotate
+    per call from numpy draws; a rotation's matrices are assembled image by image from 0-d tensors,
+    and its sampling grid is built on the CPU and then copied to the images' device."""
+    n = x.shape[0]
+    if rng.randint(2) == 0:
+        coin = torch.tensor(rng.rand(n, 1, 1, 1), dtype=torch.float32).to(x.device)
+        return torch.where(coin < 0.5, x.flip(3), x)
+    angles = torch.tensor(rng.rand(n) - 0.5, dtype=torch.float32) * 2 * math.radians(15)
+    theta = torch.tensor([[[torch.cos(a), -torch.sin(a), 0], [torch.sin(a), torch.cos(a), 0]] for a in angles])
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False).to(x.device)
+    return F.grid_sample(x, grid, align_corners=False)
 
-    ``torch_eps`` rescales higher's Adam eps to eps sqrt(1 - b2^t) at step t, which turns its update
-    into torch.optim.Adam's exactly (see the module docstring): only the check uses it.
+
+def theirs(body, init, problem, start, window, lr, kind="adam", official=False, exact_step=False):
+    """A torch.optim prefix, then higher.innerloop_ctx for the window, as the official code.
+
+    ``exact_step`` (the check only) hands higher the prefix's step count as an int: torch.optim keeps
+    it in a float32 tensor, and higher's bias corrections computed from it lose about five digits
+    (8.7e-4 relative in the ConvNet's meta-gradient at T = 10), which is not what the check is about.
+    ``official``
+    runs the meta-step as the official code writes it: its prefix's ``loss.backward()`` also reaches
+    the synthetic images (they are read from an ``nn.Embedding`` that requires grad; the training loop
+    zeroes that gradient before the meta-gradient), and every batch goes through
+    :func:`official_flip_rotate`. Without it, the prefix batches are detached and nothing is
+    augmented: the same operations as :func:`ours` without ``augment``.
     """
     import higher
 
     x_syn, y_syn, x_real, y_real, draws = problem
     body.load_state_dict(init)
+    rng = np.random.RandomState(1)
+    aug = (lambda x: official_flip_rotate(x, rng)) if official else (lambda x: x)
     opt = torch.optim.Adam(body.parameters(), lr=lr) if kind == "adam" else \
         torch.optim.SGD(body.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    prefix_images = x_syn if official else x_syn.detach()
     for i in range(start):
         opt.zero_grad()
-        F.cross_entropy(body(x_syn.detach()[draws[i]]), y_syn[draws[i]]).backward()
+        F.cross_entropy(body(aug(prefix_images[draws[i]])), y_syn[draws[i]]).backward()
         opt.step()
+    x_syn.grad = None
+    if exact_step:
+        for state in opt.state.values():
+            state["step"] = int(state["step"])
     with higher.innerloop_ctx(body, opt, copy_initial_weights=True) as (fnet, diffopt):
         for i in range(start, start + window):
-            if torch_eps:
-                diffopt.param_groups[0]["eps"] = 1e-8 * math.sqrt(1 - 0.999 ** (i + 1))
-            diffopt.step(F.cross_entropy(fnet(x_syn[draws[i]]), y_syn[draws[i]]))
-        loss = F.cross_entropy(fnet(x_real), y_real)
+            diffopt.step(F.cross_entropy(fnet(aug(x_syn[draws[i]])), y_syn[draws[i]]))
+        loss = F.cross_entropy(fnet(aug(x_real)), y_real)
         return torch.autograd.grad(loss, x_syn)[0]
 
 
@@ -116,6 +155,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--unrolls", type=int, nargs="+", default=[20, 60])
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--inner", choices=["adam", "sgd"], default="adam",
+                        help="the timed inner optimizer (adam: the official commands'; both are checked)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--preset", choices=["auto", "small", "cifar10"], default="auto",
                         help="cifar10: the official CIFAR-10 IPC 10 settings (the default on cuda); small: the "
@@ -134,23 +175,29 @@ def main() -> None:
     init = {k: v.clone() for k, v in body.state_dict().items()}
     problem = make_problem(args, device)
     print(f"{args.model} width {args.width} ({args.norm if args.model == 'convnet' else 'no norm'}), "
-          f"{10 * args.ipc} synthetic, real batch {args.real_batch}, window {args.window}, device {device}")
+          f"{10 * args.ipc} synthetic, real batch {args.real_batch}, window {args.window}, inner {args.inner}, "
+          f"device {device}")
     print(f"{'T':>5} {'ours s':>8} {'higher s':>9} {'ratio':>6} {'ours cpu':>9} {'higher cpu':>10} "
-          f"{'ours MB':>8} {'higher MB':>9} {'SGD |dg|/|g|':>13} {'Adam':>8} {'Adam, higher eps':>17}")
+          f"{'ours MB':>8} {'higher MB':>9} {'SGD |dg|/|g|':>13} {'Adam':>8} {'Adam, torch eps':>16}  "
+          f"{'ours+aug s':>10} {'official s':>10} {'ratio':>6} {'ours+aug cpu':>12} {'official cpu':>12}")
     for total in args.unrolls:
         start = total - args.window
         run = (body, init, problem, start, args.window, args.lr)
         rel_sgd = relative_difference(ours(*run, "sgd"), theirs(*run, "sgd"))
-        rel_adam = relative_difference(ours(*run), theirs(*run, torch_eps=True))
+        rel_adam = relative_difference(ours(*run, adam_eps="higher"), theirs(*run, exact_step=True))
         if max(rel_sgd, rel_adam) > 1e-4:
             raise SystemExit(f"the meta-gradients disagree (relative {rel_sgd:.2e} with SGD, {rel_adam:.2e} with "
-                             "Adam at torch's eps): not timing the same unroll")
+                             "Adam, inner_adam_eps = 'higher'): not timing the same unroll")
         rel = relative_difference(ours(*run), theirs(*run))
-        mine = time_and_peak_memory(ours, device, args.repeats, body, init, problem, start, args.window, args.lr)
-        peer = time_and_peak_memory(theirs, device, args.repeats, body, init, problem, start, args.window, args.lr)
+        kind = args.inner
+        timed = {name: time_and_peak_memory(fn, device, args.repeats, *run, *extra)
+                 for name, fn, extra in [("ours", ours, (kind,)), ("higher", theirs, (kind,)),
+                                         ("ours+aug", ours, (kind, True)), ("official", theirs, (kind, True))]}
+        mine, peer, mine_aug, official = (timed[k] for k in ("ours", "higher", "ours+aug", "official"))
         print(f"{total:>5} {mine[0]:>8.3f} {peer[0]:>9.3f} {peer[0] / mine[0]:>6.2f} {mine[1]:>9.3f} {peer[1]:>10.3f} "
-              f"{mine[2]:>8.1f} {peer[2]:>9.1f} {rel_sgd:>13.1e} {rel_adam:>8.1e} {rel:>17.1e}")
-
+              f"{mine[2]:>8.1f} {peer[2]:>9.1f} {rel_sgd:>13.1e} {rel_adam:>8.1e} {rel:>16.1e}  "
+              f"{mine_aug[0]:>10.3f} {official[0]:>10.3f} {official[0] / mine_aug[0]:>6.2f} {mine_aug[1]:>12.3f} "
+              f"{official[1]:>12.3f}")
 
 if __name__ == "__main__":
     main()
