@@ -23,6 +23,7 @@ autograd graph holds (every saved tensor, counted while alive), at two unroll le
 flat in T at a fixed window.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ratbptt.py                 # CPU: MLP, W 10, T 20/60
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ratbptt.py --inner sgd     # the same, timing SGD
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ratbptt.py --model convnet --width 32 --norm none
     .venv/bin/python benchmarks/bench_ratbptt.py --device cuda                    # the CIFAR-10 settings:
         # ConvNet-3 w128 instance norm, 32x32x3, 100 images, W 60, T 200 (and 100), real batch 5000
@@ -103,15 +104,14 @@ def official_flip_rotate(x: torch.Tensor, rng: np.random.RandomState) -> torch.T
 def theirs(body, init, problem, start, window, lr, kind="adam", official=False, exact_step=False):
     """A torch.optim prefix, then higher.innerloop_ctx for the window, as the official code.
 
-    ``exact_step`` (the check only) hands higher the prefix's step count as an int: torch.optim keeps
-    it in a float32 tensor, and higher's bias corrections computed from it lose about five digits
-    (8.7e-4 relative in the ConvNet's meta-gradient at T = 10), which is not what the check is about.
-    ``official``
-    runs the meta-step as the official code writes it: its prefix's ``loss.backward()`` also reaches
-    the synthetic images (they are read from an ``nn.Embedding`` that requires grad; the training loop
-    zeroes that gradient before the meta-gradient), and every batch goes through
+    ``official`` runs the meta-step as the official code writes it: its prefix's ``loss.backward()``
+    also reaches the synthetic images (they are read from an ``nn.Embedding`` that requires grad; the
+    training loop zeroes that gradient before the meta-gradient), and every batch goes through
     :func:`official_flip_rotate`. Without it, the prefix batches are detached and nothing is
-    augmented: the same operations as :func:`ours` without ``augment``.
+    augmented: the same operations as :func:`ours` without ``augment``. ``exact_step`` (the check
+    only) hands higher the prefix's step count as an int: torch.optim keeps it in a float32 tensor,
+    and higher's bias corrections computed from it lose about five digits (8.7e-4 relative in the
+    ConvNet's meta-gradient at T = 10), which is not what the check is about.
     """
     import higher
 
