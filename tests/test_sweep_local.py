@@ -6,6 +6,10 @@ import csv
 import io
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -133,3 +137,58 @@ def test_workers_that_cannot_start_fail_the_sweep_and_close_its_parent(tmp_path,
     sweep = json.loads((record_dir / "sweep.json").read_text())
     client = MlflowClient(tracking_uri=sweep["tracking_uri"])
     assert client.get_run(sweep["parent_run_id"]).info.status == "FAILED"
+
+
+def _claim(record_dir: Path, digest: str, owner: str) -> None:
+    (record_dir / "claims").mkdir(parents=True, exist_ok=True)
+    (record_dir / "claims" / digest).write_text(owner)
+
+
+def test_a_second_sweep_leaves_the_points_live_workers_hold_and_takes_over_stale_claims(tmp_path, monkeypatch):
+    """Two `deepscope sweep` invocations on one directory: a point claimed by a live process (this test,
+    standing in for the first invocation's worker) is neither run nor marked; a claim whose process is
+    gone is released and its point runs; the parent run ends only when every point has."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("DEEPSCOPE_PLUGINS_MODULES", "toy_plugin")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "sweep.toml").write_text(SWEEP.replace('"run.seed" = [0, 1]', '"run.seed" = [0]'))
+    host = make_host(toy_plugin)
+    plan = plan_sweep(tmp_path / "sweep.toml", host.registry)
+    live, stale = plan.points[0].hash, plan.points[1].hash
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # a pid whose process has exited
+    record_dir = tmp_path / "sweeps" / "local"
+    _claim(record_dir, live, f"{socket.gethostname()}:{os.getpid()}")
+    _claim(record_dir, stale, f"{socket.gethostname()}:{gone}")
+
+    record, started, _ = submit_sweep(plan, host)
+    assert set(started) == {live, stale}
+    assert record.status(live) == {"status": "PENDING"}  # not run, and not marked FAILED or KILLED
+    assert record.status(stale)["status"] == "FINISHED"
+    assert (record_dir / "claims" / live).read_text() == f"{socket.gethostname()}:{os.getpid()}"
+    client = MlflowClient(tracking_uri=record.data["tracking_uri"])
+    assert client.get_run(record.data["parent_run_id"]).info.status == "RUNNING"
+
+    _claim(record_dir, live, f"{socket.gethostname()}:{gone}")  # the other invocation died with it
+    again, started, skipped = submit_sweep(plan_sweep(tmp_path / "sweep.toml", host.registry), host)
+    assert started == [live] and skipped == [stale]
+    assert again.status(live)["status"] == "FINISHED"
+    assert client.get_run(again.data["parent_run_id"]).info.status == "FINISHED"
+
+
+def test_a_claim_owner_is_alive_while_its_process_runs_and_not_once_it_exits_even_unreaped():
+    from deepscope.sweep.record import owner_alive
+
+    host = socket.gethostname()
+    assert owner_alive(f"{host}:{os.getpid()}")
+    assert owner_alive(f"some-other-host:{os.getpid() + 10**6}")  # cannot be checked from here: kept
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    if Path("/proc/self/stat").exists():  # Linux shows the exited-but-unreaped (zombie) state
+        stat, deadline = Path(f"/proc/{child.pid}/stat"), time.monotonic() + 30
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not owner_alive(f"{host}:{child.pid}")
+    child.wait()
+    assert not owner_alive(f"{host}:{child.pid}")

@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 from ..errors import DeepscopeError
-from .record import TERMINAL, SweepRecord
+from .record import TERMINAL, SweepRecord, owner_alive
 
 
 @attrs.define
@@ -93,12 +93,17 @@ class LocalExecutor:
 
     def submit(self, submission: Submission) -> None:
         record = submission.record
-        hashes = list(submission.hashes)
+        held = set(record.release_claims(list(submission.hashes)))
+        if held:
+            submission.print(f"leaving {len(held)} point(s) to the live workers of another `deepscope sweep` on "
+                             f"{record.dir}")
+        hashes = [h for h in submission.hashes if h not in held]
+        if not hashes:
+            return
         gpus = gpu_count()
         workers = submission.workers or max(gpus, 1)
         workers = max(1, min(workers, len(hashes)))
         per_worker = getattr(self.config, "gpus_per_worker", 1)
-        record.release_claims(hashes)
         procs: list[tuple[subprocess.Popen, Any]] = []
         interrupted = False
         record.log_path("worker-0").parent.mkdir(parents=True, exist_ok=True)
@@ -132,10 +137,14 @@ class LocalExecutor:
             for _, log in procs:
                 log.close()
             codes = ", ".join(str(p.returncode) for p, _ in procs)
+            ours = {str(p.pid) for p, _ in procs}
             for digest in hashes:  # a worker that died hard, or never started, leaves points without an end
                 if record.status(digest).get("status") in TERMINAL:
                     continue
-                claimed = (record.dir / "claims" / digest).exists()
+                owner = record.claim_owner(digest)
+                if owner and owner.rpartition(":")[2] not in ours and owner_alive(owner):
+                    continue  # another invocation's live worker took it after our release: its point
+                claimed = owner is not None
                 reason = ("the worker process ended before the point did" if claimed
                           else f"no worker ran this point (worker exit codes: {codes})")
                 record.write_status(digest, status="KILLED" if interrupted else "FAILED",

@@ -5,6 +5,7 @@ Layout::
     <dir>/sweep.json               hash -> point (index, values, config file, job id)
     <dir>/points/<hash>.toml       the point's resolved pipeline (what the worker runs)
     <dir>/points/<hash>.json       the point's status, run id and final metrics (worker-owned)
+    <dir>/claims/<hash>            host:pid of the local worker that took the point (O_EXCL)
     <dir>/logs/                    worker output
 
 ``sweep.json`` has one writer (the submitting command); each status file has
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -128,9 +130,42 @@ class SweepRecord:
             handle.write(owner)
         return True
 
-    def release_claims(self, digests: list[str]) -> None:
+    def claim_owner(self, digest: str) -> str | None:
+        """The ``host:pid`` of the worker that claimed a point, or None if nobody holds it."""
+        try:
+            return (self.dir / "claims" / digest).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def release_claims(self, digests: list[str]) -> list[str]:
+        """Drop the claims whose worker is gone (a crash, a kill, a finished run); return the points
+        still held by a live worker (another ``deepscope sweep`` on this directory), left alone."""
+        held = []
         for digest in digests:
+            owner = self.claim_owner(digest)
+            if owner is not None and owner_alive(owner):
+                held.append(digest)
+                continue
             try:
                 (self.dir / "claims" / digest).unlink()
             except FileNotFoundError:
                 pass
+        return held
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether a claim's ``host:pid`` names a running process. A claim from another host cannot be
+    checked from here and counts as alive (remove ``<dir>/claims/<hash>`` by hand if that host is gone)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    try:  # a zombie (exited, not yet reaped) holds nothing
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
