@@ -192,3 +192,14 @@ def test_a_claim_owner_is_alive_while_its_process_runs_and_not_once_it_exits_eve
         assert not owner_alive(f"{host}:{child.pid}")
     child.wait()
     assert not owner_alive(f"{host}:{child.pid}")
+
+
+def test_a_claim_is_taken_once_with_its_owner_written_and_leaves_no_temporary_file(tmp_path):
+    from deepscope.sweep.record import SweepRecord
+
+    record = SweepRecord.create_or_open(tmp_path, name="c", file="f.toml", executor="local", workers=1,
+                                        tracking_uri="sqlite:///x.db", experiment="e", keys=[], metrics=[],
+                                        collect={})
+    assert record.claim("abc", "host:1") and not record.claim("abc", "host:2")
+    assert record.claim_owner("abc") == "host:1"
+    assert sorted(p.name for p in (tmp_path / "claims").iterdir()) == ["abc"]

@@ -5,7 +5,7 @@ Layout::
     <dir>/sweep.json               hash -> point (index, values, config file, job id)
     <dir>/points/<hash>.toml       the point's resolved pipeline (what the worker runs)
     <dir>/points/<hash>.json       the point's status, run id and final metrics (worker-owned)
-    <dir>/claims/<hash>            host:pid of the local worker that took the point (O_EXCL)
+    <dir>/claims/<hash>            host:pid of the local worker that took the point (created atomically)
     <dir>/logs/                    worker output
 
 ``sweep.json`` has one writer (the submitting command); each status file has
@@ -119,9 +119,28 @@ class SweepRecord:
         return sorted(self.points.items(), key=lambda item: item[1].get("index", 0))
 
     def claim(self, digest: str, owner: str) -> bool:
-        """Atomically claim a point for one worker process (O_EXCL): False if another has it."""
+        """Atomically claim a point for one worker process: False if another has it.
+
+        The claim file appears with its owner already written (a hard link of a finished temporary
+        file), so another invocation never reads an empty claim; where the filesystem has no hard
+        links, an O_EXCL create, then the write."""
         path = self.dir / "claims" / digest
         path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".claim-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(owner)
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here
+            return self._claim_exclusive(path, owner)
+        finally:
+            os.unlink(tmp)
+
+    @staticmethod
+    def _claim_exclusive(path: Path, owner: str) -> bool:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:

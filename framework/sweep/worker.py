@@ -3,7 +3,7 @@
 A worker process loads every installed plugin, plus the modules named in
 ``DEEPSCOPE_PLUGINS_MODULES`` (comma-separated, importable from ``PYTHONPATH``;
 handy for tests and for plugins that are not installed). With several hashes
-it claims them one by one (an ``O_EXCL`` file per point), so N workers given
+it claims them one by one (a claim file per point, created atomically), so N workers given
 the same list share it without a coordinator.
 
 A point whose status file names an unfinished run with a checkpoint is
