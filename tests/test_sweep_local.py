@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 import toy_plugin
 from deepscope.cli import main
+from deepscope.sweep.record import worker_owner
 from deepscope.sweep.submit import plan_sweep, submit_sweep
 from deepscope.testing import make_host
 
@@ -54,12 +54,17 @@ metrics = ["attack/shift/robust_acc"]
 """
 
 
-def test_local_sweep_with_two_processes_on_one_fresh_store(tmp_path, monkeypatch, capsys):
+def _worker_env(monkeypatch, tmp_path):
+    """Worker processes that find the toy plugin, on one thread, with the store in tmp_path."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("DEEPSCOPE_PLUGINS_MODULES", "toy_plugin")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def test_local_sweep_with_two_processes_on_one_fresh_store(tmp_path, monkeypatch, capsys):
+    _worker_env(monkeypatch, tmp_path)
     (tmp_path / "sweep.toml").write_text(SWEEP)
     host = make_host(toy_plugin)
     plan = plan_sweep(tmp_path / "sweep.toml", host.registry)
@@ -148,11 +153,7 @@ def test_a_second_sweep_leaves_the_points_live_workers_hold_and_takes_over_stale
     """Two `deepscope sweep` invocations on one directory: a point claimed by a live process (this test,
     standing in for the first invocation's worker) is neither run nor marked; a claim whose process is
     gone is released and its point runs; the parent run ends only when every point has."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("DEEPSCOPE_PLUGINS_MODULES", "toy_plugin")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _worker_env(monkeypatch, tmp_path)
     (tmp_path / "sweep.toml").write_text(SWEEP.replace('"run.seed" = [0, 1]', '"run.seed" = [0]'))
     host = make_host(toy_plugin)
     plan = plan_sweep(tmp_path / "sweep.toml", host.registry)
@@ -160,18 +161,18 @@ def test_a_second_sweep_leaves_the_points_live_workers_hold_and_takes_over_stale
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True).stdout.strip()  # a pid whose process has exited
     record_dir = tmp_path / "sweeps" / "local"
-    _claim(record_dir, live, f"{socket.gethostname()}:{os.getpid()}")
-    _claim(record_dir, stale, f"{socket.gethostname()}:{gone}")
+    _claim(record_dir, live, worker_owner(os.getpid()))
+    _claim(record_dir, stale, worker_owner(gone))
 
     record, started, _ = submit_sweep(plan, host)
     assert set(started) == {live, stale}
     assert record.status(live) == {"status": "PENDING"}  # not run, and not marked FAILED or KILLED
     assert record.status(stale)["status"] == "FINISHED"
-    assert (record_dir / "claims" / live).read_text() == f"{socket.gethostname()}:{os.getpid()}"
+    assert (record_dir / "claims" / live).read_text() == worker_owner(os.getpid())
     client = MlflowClient(tracking_uri=record.data["tracking_uri"])
     assert client.get_run(record.data["parent_run_id"]).info.status == "RUNNING"
 
-    _claim(record_dir, live, f"{socket.gethostname()}:{gone}")  # the other invocation died with it
+    _claim(record_dir, live, worker_owner(gone))  # the other invocation died with it
     again, started, skipped = submit_sweep(plan_sweep(tmp_path / "sweep.toml", host.registry), host)
     assert started == [live] and skipped == [stale]
     assert again.status(live)["status"] == "FINISHED"
@@ -181,17 +182,16 @@ def test_a_second_sweep_leaves_the_points_live_workers_hold_and_takes_over_stale
 def test_a_claim_owner_is_alive_while_its_process_runs_and_not_once_it_exits_even_unreaped():
     from deepscope.sweep.record import owner_alive
 
-    host = socket.gethostname()
-    assert owner_alive(f"{host}:{os.getpid()}")
+    assert owner_alive(worker_owner(os.getpid()))
     assert owner_alive(f"some-other-host:{os.getpid() + 10**6}")  # cannot be checked from here: kept
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     if Path("/proc/self/stat").exists():  # Linux shows the exited-but-unreaped (zombie) state
         stat, deadline = Path(f"/proc/{child.pid}/stat"), time.monotonic() + 30
         while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert not owner_alive(f"{host}:{child.pid}")
+        assert not owner_alive(worker_owner(child.pid))
     child.wait()
-    assert not owner_alive(f"{host}:{child.pid}")
+    assert not owner_alive(worker_owner(child.pid))
 
 
 def test_a_claim_is_taken_once_with_its_owner_written_and_leaves_no_temporary_file(tmp_path):

@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 from ..errors import DeepscopeError
-from .record import TERMINAL, SweepRecord, owner_alive
+from .record import TERMINAL, SweepRecord, owner_alive, worker_owner
 
 
 @attrs.define
@@ -137,12 +137,12 @@ class LocalExecutor:
             for _, log in procs:
                 log.close()
             codes = ", ".join(str(p.returncode) for p, _ in procs)
-            ours = {str(p.pid) for p, _ in procs}
+            ours = {worker_owner(p.pid) for p, _ in procs}
             for digest in hashes:  # a worker that died hard, or never started, leaves points without an end
                 if record.status(digest).get("status") in TERMINAL:
                     continue
                 owner = record.claim_owner(digest)
-                if owner and owner.rpartition(":")[2] not in ours and owner_alive(owner):
+                if owner and owner not in ours and owner_alive(owner):
                     continue  # another invocation's live worker took it after our release: its point
                 claimed = owner is not None
                 reason = ("the worker process ended before the point did" if claimed

@@ -172,6 +172,11 @@ class SweepRecord:
         return held
 
 
+def worker_owner(pid: int) -> str:
+    """How a claim names the worker process ``pid`` of this host: ``host:pid``."""
+    return f"{socket.gethostname()}:{pid}"
+
+
 def owner_alive(owner: str) -> bool:
     """Whether a claim's ``host:pid`` names a running process. A claim from another host cannot be
     checked from here and counts as alive (remove ``<dir>/claims/<hash>`` by hand if that host is gone)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import DeepscopeError, RunFailed
 from ..hookspecs import hookimpl
-from .record import SweepRecord
+from .record import SweepRecord, worker_owner
 
 def worker_host() -> Any:
     """A fresh host per worker process (plugin managers cannot be pickled)."""
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     sigterm_as_interrupt()
     record = SweepRecord.open(args[0])
     host = worker_host()
-    owner = f"{socket.gethostname()}:{os.getpid()}"
+    owner = worker_owner(os.getpid())
     failed = 0
     for digest in args[1:]:
         if record.claim(digest, owner):

@@ -11,9 +11,8 @@ prefix into the window, as ``higher`` copies it.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import math
+from typing import Callable
 
 import attrs
 import torch

@@ -156,23 +156,22 @@ class _AdamUpdate(torch.autograd.Function):
         root = v_new.sqrt()
         denom = (root / bias_correction2_sqrt).add_(eps)
         step_size = lr / bias_correction1
-        if isinstance(lr, torch.Tensor):
+        lr_is_tensor = isinstance(lr, torch.Tensor)
+        if lr_is_tensor:
             p_new = p - step_size * (m_new / denom)
         else:
             p_new = torch.addcdiv(p, m_new, denom, value=-step_size)
-        ctx.save_for_backward(g, m_new, root, denom, lr if isinstance(lr, torch.Tensor) else None)
-        ctx.constants = (beta1, beta2, bias_correction1, bias_correction2_sqrt)
-        ctx.lr_is_tensor = isinstance(lr, torch.Tensor)
-        ctx.lr_value = None if ctx.lr_is_tensor else lr
+        ctx.save_for_backward(g, m_new, root, denom, lr if lr_is_tensor else None)
+        ctx.constants = (None if lr_is_tensor else lr, beta1, beta2, bias_correction1, bias_correction2_sqrt)
         ctx.set_materialize_grads(False)
         return p_new, m_new, v_new
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_p, grad_m, grad_v):
-        g, m_new, root, denom, lr = ctx.saved_tensors
-        beta1, beta2, bias_correction1, bias_correction2_sqrt = ctx.constants
-        step_size = (lr if ctx.lr_is_tensor else ctx.lr_value) / bias_correction1
+        g, m_new, root, denom, lr_tensor = ctx.saved_tensors
+        lr_value, beta1, beta2, bias_correction1, bias_correction2_sqrt = ctx.constants
+        step_size = (lr_value if lr_tensor is None else lr_tensor) / bias_correction1
         grad_lr = None
         if grad_p is not None:
             scaled = grad_p / denom                          # d p' / d (m' / denom), times the incoming grad
@@ -183,7 +182,7 @@ class _AdamUpdate(torch.autograd.Function):
             via_v = via_v.div_(root).masked_fill_(root == 0, 0.0)
             grad_v = via_v if grad_v is None else grad_v + via_v
             if ctx.needs_input_grad[4]:
-                grad_lr = (-(grad_p * (m_new / denom)) / bias_correction1).sum_to_size(lr.shape)
+                grad_lr = (-(grad_p * (m_new / denom)) / bias_correction1).sum_to_size(lr_tensor.shape)
         grad_g = None
         if ctx.needs_input_grad[1]:
             grad_g = torch.zeros_like(g) if grad_m is None else (1 - beta1) * grad_m
